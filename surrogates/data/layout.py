@@ -1,0 +1,218 @@
+"""Layout configs: where each field, parameter and grid axis lives in a solver's HDF5.
+
+A layout names, for every array, its dataset path and the role of every axis. Nothing
+is guessed from array rank: an axis whose role is not stated is an error.
+
+Axis roles are ``trajectory``, ``time``, ``component`` (the components of a vector
+field), one of the layout's spatial axis names (``space``), or any other label that is
+fixed to one index by ``select`` (for example the axis along which a solver stacks
+several fields in one dataset).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+TRAJECTORY = "trajectory"
+TIME = "time"
+COMPONENT = "component"
+RESERVED_ROLES = (TRAJECTORY, TIME, COMPONENT)
+
+
+class LayoutError(ValueError):
+    """A layout config that is inconsistent in itself or with the files it describes."""
+
+
+@dataclasses.dataclass(frozen=True)
+class FieldSpec:
+    """Where one field lives: dataset path, the role of each axis, fixed indices."""
+
+    path: str
+    axes: tuple[str, ...]
+    select: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    units: str | None = None
+    long_name: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class ParameterSpec:
+    """Where one scalar parameter per trajectory lives.
+
+    Exactly one of ``path`` (a dataset of shape ``(n_trajectories,)``, or a scalar
+    dataset holding one value per file), ``attribute`` (an attribute of the file's
+    root group, numbers or JSON text) and ``value`` (a constant) is set.
+    """
+
+    path: str | None = None
+    attribute: str | None = None
+    value: float | None = None
+    units: str | None = None
+    long_name: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class AxisSpec:
+    """Coordinates of one grid axis (``time`` or a spatial axis).
+
+    ``path`` names a 1D dataset; ``bounds`` gives ``[low, high]`` for cell-centred
+    coordinates on a uniform grid; with neither, coordinates are the integer indices.
+    """
+
+    path: str | None = None
+    bounds: tuple[float, float] | None = None
+    units: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """A complete layout: files, fields, parameters and grid.
+
+    ``space`` lists the spatial axis names in model order, so ``space[0]`` becomes the
+    height axis ``H`` and ``space[1]`` the width axis ``W`` of ``(B, C, H, W)``.
+    """
+
+    files: tuple[str, ...]
+    space: tuple[str, ...]
+    fields: Mapping[str, FieldSpec]
+    parameters: Mapping[str, ParameterSpec] = dataclasses.field(default_factory=dict)
+    grid: Mapping[str, AxisSpec] = dataclasses.field(default_factory=dict)
+    name: str = "dataset"
+
+    def __post_init__(self) -> None:
+        if not self.files:
+            raise LayoutError(
+                f"layout {self.name!r}: 'files' is empty; list HDF5 paths"
+            )
+        if not self.fields:
+            raise LayoutError(f"layout {self.name!r}: 'fields' is empty; name a field")
+        for name, spec in self.fields.items():
+            _check_field_axes(self, name, spec)
+        for name, spec in self.parameters.items():
+            n_sources = sum(
+                x is not None for x in (spec.path, spec.attribute, spec.value)
+            )
+            if n_sources != 1:
+                raise LayoutError(
+                    f"layout {self.name!r}: parameter {name!r} must set exactly one of "
+                    f"'path', 'attribute' or 'value', got {n_sources}"
+                )
+        unknown = set(self.grid) - {TIME, *self.space}
+        if unknown:
+            raise LayoutError(
+                f"layout {self.name!r}: grid axes {sorted(unknown)} are not 'time' or "
+                f"a spatial axis {list(self.space)}"
+            )
+
+    @property
+    def has_trajectory_axis(self) -> bool:
+        """Whether the fields have a trajectory axis (else each file is one)."""
+        return TRAJECTORY in next(iter(self.fields.values())).axes
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the layout as plain data, as accepted by :func:`layout_from_dict`."""
+        return _strip_none(dataclasses.asdict(self))
+
+
+def _check_field_axes(layout: Layout, name: str, spec: FieldSpec) -> None:
+    where = f"layout {layout.name!r}, field {name!r} ({spec.path})"
+    if len(set(spec.axes)) != len(spec.axes):
+        raise LayoutError(f"{where}: repeated axis name in axes={list(spec.axes)}")
+    missing = [axis for axis in (TIME, *layout.space) if axis not in spec.axes]
+    if missing:
+        raise LayoutError(
+            f"{where}: axes={list(spec.axes)} lacks {missing}; every field needs a "
+            f"'time' axis and the spatial axes {list(layout.space)}"
+        )
+    known = {*RESERVED_ROLES, *layout.space}
+    for axis in spec.axes:
+        if axis not in known and axis not in spec.select:
+            raise LayoutError(
+                f"{where}: axis {axis!r} is not one of {sorted(known)}; fix the name "
+                f"or fix it to one index with select: {{{axis}: 0}}"
+            )
+    for axis in spec.select:
+        if axis not in spec.axes or axis in known:
+            raise LayoutError(
+                f"{where}: select names {axis!r}, which is not a free axis label of "
+                f"axes={list(spec.axes)}"
+            )
+    first = next(iter(layout.fields.values()))
+    if (TRAJECTORY in spec.axes) != (TRAJECTORY in first.axes):
+        raise LayoutError(
+            f"{where}: either every field or no field has a 'trajectory' axis"
+        )
+
+
+def _strip_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _strip_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list | tuple):
+        return [_strip_none(v) for v in value]
+    return value
+
+
+def _build(cls: type, where: str, raw: Mapping[str, Any] | None) -> Any:
+    raw = dict(raw or {})
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(raw) - names
+    if unknown:
+        raise LayoutError(
+            f"{where}: unknown keys {sorted(unknown)}; allowed keys are {sorted(names)}"
+        )
+    for key in ("axes", "bounds"):
+        if raw.get(key) is not None:
+            raw[key] = tuple(raw[key])
+    if raw.get("select") is not None:
+        raw["select"] = {str(k): int(v) for k, v in raw["select"].items()}
+    return cls(**raw)
+
+
+def layout_from_dict(raw: Mapping[str, Any]) -> Layout:
+    """Build a :class:`Layout` from plain data (a parsed YAML layout config).
+
+    Raises
+    ------
+    LayoutError
+        On unknown keys, missing sections or inconsistent axis roles; the message
+        names the key and the allowed values.
+    """
+    raw = dict(raw)
+    name = str(raw.get("name", "dataset"))
+    for key in ("files", "space", "fields"):
+        if key not in raw or raw[key] is None:
+            raise LayoutError(f"layout {name!r}: missing required key {key!r}")
+    files = raw["files"]
+    if isinstance(files, str):
+        files = [files]
+    allowed = {"name", "files", "space", "fields", "parameters", "grid"}
+    unknown = set(raw) - allowed
+    if unknown:
+        raise LayoutError(
+            f"layout {name!r}: unknown keys {sorted(unknown)}; allowed keys are "
+            f"{sorted(allowed)}"
+        )
+    return Layout(
+        name=name,
+        files=tuple(str(f) for f in files),
+        space=tuple(_as_names(raw["space"], f"layout {name!r}: space")),
+        fields={
+            k: _build(FieldSpec, f"layout {name!r}, field {k!r}", v)
+            for k, v in raw["fields"].items()
+        },
+        parameters={
+            k: _build(ParameterSpec, f"layout {name!r}, parameter {k!r}", v)
+            for k, v in (raw.get("parameters") or {}).items()
+        },
+        grid={
+            k: _build(AxisSpec, f"layout {name!r}, grid axis {k!r}", v)
+            for k, v in (raw.get("grid") or {}).items()
+        },
+    )
+
+
+def _as_names(value: Any, where: str) -> Sequence[str]:
+    if isinstance(value, str) or not isinstance(value, Sequence) or not value:
+        raise LayoutError(f"{where}: expected a list of axis names, got {value!r}")
+    return [str(v) for v in value]
