@@ -1,0 +1,168 @@
+"""From a layout config to a trained surrogate: data, models, trainer, checkpoint."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from surrogates.data import (
+    HDF5Source,
+    Normalizer,
+    StepDataset,
+    StepTask,
+    fit_normalizer,
+    layout_from_dict,
+    split_trajectories,
+)
+from surrogates.models import PatchDiscriminator, UNetGenerator
+from surrogates.training import checkpoint as ckpt
+from surrogates.training.device import resolve_device
+from surrogates.training.options import TrainingOptions
+from surrogates.training.rng import seed_everything
+from surrogates.training.trainer import Trainer
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class PreparedData:
+    """A source with its trajectory split, fitted normalization and datasets."""
+
+    source: HDF5Source
+    task: StepTask
+    splits: dict[str, list[int]]
+    normalizer: Normalizer
+
+    def dataset(self, split: str) -> StepDataset:
+        """Return the step samples of ``split`` (``train``, ``valid`` or ``test``)."""
+        return StepDataset(self.source, self.splits[split], self.task, self.normalizer)
+
+    def metadata(self) -> dict[str, Any]:
+        """Return what a checkpoint stores to rebuild this data view."""
+        grid = {
+            axis: {"values": info["values"].tolist(), "units": info["units"]}
+            for axis, info in self.source.grid.items()
+        }
+        return {
+            "layout": self.source.layout.to_dict(),
+            "task": dataclasses.asdict(self.task),
+            "splits": self.splits,
+            "normalization": self.normalizer.to_dict(),
+            "data": self.source.describe(),
+            "grid": grid,
+        }
+
+
+def prepare_data(
+    layout: Mapping[str, Any],
+    task: Mapping[str, Any],
+    *,
+    split_fractions: Sequence[float] = (0.8, 0.1, 0.1),
+    split_seed: int = 0,
+    splits: Mapping[str, Sequence[int]] | None = None,
+    normalization: Mapping[str, Any] | None = None,
+) -> PreparedData:
+    """Open the data of a layout, split it by trajectory and fit normalization.
+
+    ``splits`` and ``normalization`` from an earlier run (a checkpoint) are reused
+    as they are; otherwise the split is drawn with ``split_seed`` and statistics are
+    fitted on the training trajectories alone.
+    """
+    source = HDF5Source(layout_from_dict(layout))
+    step_task = StepTask(**task)
+    for name in {*step_task.input_fields, *step_task.output_fields}:
+        if name not in source.fields:
+            raise KeyError(
+                f"task names field {name!r}, but layout {source.layout.name!r} has "
+                f"fields {sorted(source.fields)}"
+            )
+    for name in step_task.conditions:
+        if name not in source.parameters:
+            raise KeyError(
+                f"task names condition {name!r}, but layout {source.layout.name!r} "
+                f"has parameters {sorted(source.parameters)}"
+            )
+    if splits is None:
+        splits = split_trajectories(source.n_trajectories, split_fractions, split_seed)
+    splits = {k: list(v) for k, v in splits.items()}
+    if normalization is None:
+        fields = sorted({*step_task.input_fields, *step_task.output_fields})
+        normalizer = fit_normalizer(
+            source, splits["train"], fields, step_task.conditions
+        )
+    else:
+        normalizer = Normalizer.from_dict(normalization)
+    source.close()
+    return PreparedData(source, step_task, splits, normalizer)
+
+
+def model_arguments(data: PreparedData, model: Mapping[str, Any]) -> dict[str, dict]:
+    """Complete the generator and discriminator arguments with data-given sizes."""
+    task = data.task
+    n_in = sum(data.source.fields[f].n_components for f in task.input_channel_fields)
+    n_out = sum(data.source.fields[f].n_components for f in task.output_fields)
+    periodic = bool(model.get("periodic", True))
+    shared = {"n_conditions": len(task.conditions), "periodic": periodic}
+    generator = {
+        **dict(model.get("generator", {})),
+        **shared,
+        "in_channels": n_in * task.n_steps_input,
+        "out_channels": n_out,
+        "residual": task.residual,
+    }
+    discriminator = {
+        **dict(model.get("discriminator", {})),
+        **shared,
+        "in_channels": n_in * task.n_steps_input,
+        "target_channels": n_out,
+    }
+    return {"generator": generator, "discriminator": discriminator}
+
+
+def train_surrogate(
+    *,
+    layout: Mapping[str, Any],
+    task: Mapping[str, Any],
+    model: Mapping[str, Any],
+    training: Mapping[str, Any],
+    run_dir: Path | str,
+    split_fractions: Sequence[float] = (0.8, 0.1, 0.1),
+    split_seed: int = 0,
+    device: str = "auto",
+    resume: bool = False,
+    extra_meta: Mapping[str, Any] | None = None,
+) -> Path:
+    """Train a surrogate and return the path of its final checkpoint.
+
+    With ``resume=True`` and a checkpoint in ``run_dir``, the split and the
+    normalization statistics stored there are reused and training continues from
+    its step.
+    """
+    run_dir = Path(run_dir)
+    previous = ckpt.latest_checkpoint(run_dir / "checkpoints") if resume else None
+    stored = ckpt.load_checkpoint(previous, with_state=False).meta if previous else {}
+    data = prepare_data(
+        layout,
+        task,
+        split_fractions=split_fractions,
+        split_seed=split_seed,
+        splits=stored.get("splits"),
+        normalization=stored.get("normalization"),
+    )
+    arguments = model_arguments(data, model)
+    options = TrainingOptions.from_mapping(training)
+    seed_everything(options.seed)  # the initial weights depend on the seed alone
+    trainer = Trainer(
+        UNetGenerator(**arguments["generator"]),
+        PatchDiscriminator(**arguments["discriminator"]),
+        data.dataset("train"),
+        run_dir,
+        options,
+        device=resolve_device(device),
+        meta={**data.metadata(), "model": arguments, **dict(extra_meta or {})},
+    )
+    trainer.fit(resume=resume)
+    return ckpt.latest_checkpoint(run_dir / "checkpoints")

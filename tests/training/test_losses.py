@@ -1,0 +1,63 @@
+"""Adversarial, reconstruction and ensemble losses: values and gradients."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from surrogates.training.losses import (
+    ADVERSARIAL_LOSSES,
+    adversarial_losses,
+    ensemble_crps_loss,
+    reconstruction_loss,
+)
+
+
+@pytest.mark.parametrize("name", sorted(ADVERSARIAL_LOSSES))
+def test_adversarial_losses_finite_with_gradients(name):
+    loss_d, loss_g = adversarial_losses(name)
+    real = torch.randn(4, 1, 3, 3, requires_grad=True)
+    fake = torch.randn(4, 1, 3, 3, requires_grad=True)
+    total = loss_d(real, fake) + loss_g(fake)
+    total.backward()
+    assert torch.isfinite(total)
+    assert torch.isfinite(real.grad).all()
+    assert fake.grad.abs().sum() > 0
+
+
+def test_hinge_values():
+    loss_d, loss_g = adversarial_losses("hinge")
+    real = torch.tensor([2.0, 0.5])
+    fake = torch.tensor([-2.0, 0.0])
+    assert loss_d(real, fake).item() == pytest.approx(0.25 + 0.5)
+    assert loss_g(fake).item() == pytest.approx(1.0)
+
+
+def test_unknown_adversarial_loss_lists_choices():
+    with pytest.raises(ValueError, match="hinge"):
+        adversarial_losses("wasserstein-ish")
+
+
+def test_reconstruction_losses():
+    prediction, target = torch.zeros(2, 3), torch.full((2, 3), 2.0)
+    assert reconstruction_loss(prediction, target, "l1").item() == 2.0
+    assert reconstruction_loss(prediction, target, "l2").item() == 4.0
+
+
+def test_crps_of_point_ensemble_is_l1():
+    target = torch.randn(2, 1, 4, 4)
+    samples = torch.randn(1, 2, 1, 4, 4).expand(3, -1, -1, -1, -1)
+    expected = (samples[0] - target).abs().mean()
+    torch.testing.assert_close(ensemble_crps_loss(samples, target), expected)
+
+
+def test_crps_matches_scoringrules():
+    scoringrules = pytest.importorskip("scoringrules")
+    samples = torch.randn(5, 3, 1, 2, 2, dtype=torch.float64)
+    target = torch.randn(3, 1, 2, 2, dtype=torch.float64)
+    reference = scoringrules.crps_ensemble(
+        target.numpy(), samples.numpy(), m_axis=0, estimator="fair"
+    )
+    assert ensemble_crps_loss(samples, target).item() == pytest.approx(
+        float(reference.mean()), rel=1e-10
+    )
