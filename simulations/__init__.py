@@ -1,0 +1,1 @@
+"""Reference solvers that write the canonical HDF5 layout."""
