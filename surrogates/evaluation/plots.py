@@ -152,6 +152,7 @@ def plot_spectra(
     k_max: float | None = None,
     xlabel: str = "wavenumber k",
     ylabel: str = "power spectrum P(k)",
+    reference: str | None = None,
 ) -> Path:
     """Draw power spectra on log-log axes, one line per label, and write a PNG.
 
@@ -171,6 +172,9 @@ def plot_spectra(
     k_max : float, optional
         Wavenumber marked by a dashed vertical line, for example the dealiasing
         cutoff.
+    reference : str, optional
+        Label of the reference spectrum (the solver's), drawn as a thick black line
+        on top of the others so that an identical spectrum cannot hide it.
 
     Returns
     -------
@@ -197,7 +201,10 @@ def plot_spectra(
             )
         visible = (k > 0) & (spectrum > 0)
         k_visible = np.where(visible, k, np.nan)
-        ax.loglog(k_visible, np.where(visible, spectrum, np.nan), label=label)
+        style = {"label": label}
+        if label == reference:
+            style.update(color="black", linewidth=2.5, alpha=0.6, zorder=3)
+        ax.loglog(k_visible, np.where(visible, spectrum, np.nan), **style)
     if k_max is not None:
         ax.axvline(
             k_max, color="0.3", linestyle="--", linewidth=1, label=f"k_max = {k_max:g}"
