@@ -33,8 +33,8 @@ def resolved_layout(data: DictConfig) -> dict[str, Any]:
 def ensure_data(config: DictConfig) -> dict[str, Any]:
     """Return the absolute layout, writing the default dataset first if it is absent.
 
-    Only a layout with a single file and ``make_if_missing: true`` is generated, by
-    the ``simulate`` config.
+    With ``make_if_missing: true``, a missing first file of the layout is written
+    by the solver of the ``simulate`` config.
     """
     layout = resolved_layout(config.data)
     target = Path(layout["files"][0])
@@ -58,7 +58,7 @@ def navier_stokes_advance(path: str | Path, device):
 
     The solver is rebuilt from the file's root attributes, so it is the same
     solver, at the same resolution, that wrote the data. ``states`` is
-    ``(B, 1, N, N)`` vorticity; ``conditions`` holds ``viscosity`` and
+    ``(B, 1, N, N)`` vorticity, and ``conditions`` contains ``viscosity`` and
     ``forcing_amplitude`` of shape ``(B,)``.
     """
     from simulations.navier_stokes import NavierStokes2D

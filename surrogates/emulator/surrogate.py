@@ -235,7 +235,7 @@ class Surrogate:
         conditions
             ``(n_conditions,)`` values or a mapping name -> value.
         n_steps
-            Number of surrogate steps; the dataset holds ``n_steps + 1`` times.
+            Number of surrogate steps; the dataset has ``n_steps + 1`` times.
         n_samples
             Ensemble members.
         start_time

@@ -84,7 +84,7 @@ def test_pypde_files_need_no_conversion(tmp_path):
 
 def test_missing_file_names_pattern(tmp_path):
     layout = canonical_layout(tmp_path / "absent.h5")
-    with pytest.raises(FileNotFoundError, match="absent.h5"):
+    with pytest.raises(FileNotFoundError, match=r"absent\.h5"):
         source_of(layout)
 
 
