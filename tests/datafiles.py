@@ -162,3 +162,144 @@ def pypde_layout(pattern) -> dict:
             "y": {"bounds": [0, 32]},
         },
     }
+
+
+def write_well_file(
+    path,
+    *,
+    reynolds: float,
+    schmidt: float,
+    n_trajectories: int = 2,
+    n_times: int = 5,
+    n_grid: int = N_GRID,
+    seed: int = 0,
+) -> dict[str, np.ndarray]:
+    """Write one file of the Well's HDF5 format (2D, one parameter set per file).
+
+    Follows the specification in docs/data_format.md of PolymathicAI/the_well:
+    ``t0_fields/tracer`` ``(B, T, x, y)``, ``t1_fields/velocity`` ``(B, T, x, y, 2)``,
+    ``scalars/`` of shape ``()`` (Reynolds) and ``(1,)`` (Schmidt), ``dimensions/``,
+    ``boundary_conditions/``. Returns the field arrays.
+    """
+    rng = np.random.default_rng(seed)
+    shape = (n_trajectories, n_times, n_grid, n_grid)
+    tracer = rng.standard_normal(shape).astype(np.float32)
+    velocity = rng.standard_normal((*shape, 2)).astype(np.float32)
+    coordinates = (np.arange(n_grid) + 0.5) / n_grid
+    with h5py.File(path, "w") as handle:
+        handle.attrs["dataset_name"] = "well_example"
+        handle.attrs["grid_type"] = "cartesian"
+        handle.attrs["n_spatial_dims"] = 2
+        handle.attrs["n_trajectories"] = n_trajectories
+        handle.attrs["simulation_parameters"] = ["Reynolds", "Schmidt"]
+        handle.attrs["Reynolds"] = reynolds
+        handle.attrs["Schmidt"] = schmidt
+        dimensions = handle.create_group("dimensions")
+        dimensions.attrs["spatial_dims"] = ["x", "y"]
+        dimensions.create_dataset("time", data=0.25 * np.arange(n_times, dtype="f4"))
+        for axis in ("x", "y"):
+            dimensions.create_dataset(axis, data=coordinates.astype("f4"))
+            dimensions[axis].attrs["sample_varying"] = False
+            dimensions[axis].attrs["time_varying"] = False
+        boundary = handle.create_group("boundary_conditions/x_periodic")
+        boundary.attrs["associated_dims"] = ["x"]
+        boundary.attrs["bc_type"] = "PERIODIC"
+        mask = np.zeros(n_grid, dtype=bool)
+        mask[[0, -1]] = True
+        boundary.create_dataset("mask", data=mask)
+        scalars = handle.create_group("scalars")
+        scalars.attrs["field_names"] = ["Reynolds", "Schmidt"]
+        scalars.create_dataset("Reynolds", data=np.float32(reynolds))
+        scalars.create_dataset("Schmidt", data=np.array([schmidt], dtype="f4"))
+        for group, name, values in (
+            ("t0_fields", "tracer", tracer),
+            ("t1_fields", "velocity", velocity),
+        ):
+            handle.create_group(group).attrs["field_names"] = [name]
+            dataset = handle[group].create_dataset(name, data=values)
+            dataset.attrs["dim_varying"] = [True, True]
+            dataset.attrs["sample_varying"] = True
+            dataset.attrs["time_varying"] = True
+        handle.create_group("t2_fields").attrs["field_names"] = []
+    return {"tracer": tracer, "velocity": velocity}
+
+
+def write_pdebench_file(
+    path, *, n_samples: int = 3, n_times: int = 4, n_grid: int = N_GRID, seed: int = 0
+) -> dict[str, np.ndarray]:
+    """Write a 2D file laid out like PDEBench's CFD files; return the variables.
+
+    One dataset per variable of shape ``(n_samples, n_times, x, y)``, and
+    ``t-coordinate`` with ``n_times + 1`` entries (the last one extra).
+    """
+    rng = np.random.default_rng(seed)
+    shape = (n_samples, n_times, n_grid, n_grid)
+    variables = {
+        name: rng.standard_normal(shape).astype(np.float32)
+        for name in ("density", "pressure", "Vx", "Vy")
+    }
+    with h5py.File(path, "w") as handle:
+        for name, values in variables.items():
+            handle.create_dataset(name, data=values)
+        handle.create_dataset("t-coordinate", data=0.05 * np.arange(n_times + 1))
+        grid = (np.arange(n_grid) + 0.5) / n_grid
+        handle.create_dataset("x-coordinate", data=grid)
+        handle.create_dataset("y-coordinate", data=grid)
+    return variables
+
+
+def write_snapshot_files(
+    directory, times, *, n_trajectories: int | None = None, seed: int = 0
+) -> np.ndarray:
+    """Write one snapshot per file, ``snap_0000.h5``..., time in root attr ``time``.
+
+    Files are numbered in the order of ``times``, so the names need not sort like
+    the times. ``rho`` has shape ``(y, x)``, or ``(trajectory, y, x)`` when
+    ``n_trajectories`` is given. Returns the values sorted by time,
+    ``(n_trajectories or 1, n_times, y, x)``.
+    """
+    rng = np.random.default_rng(seed)
+    n_local = n_trajectories or 1
+    values = rng.standard_normal((n_local, len(times), 8, 12)).astype(np.float32)
+    for i, time in enumerate(times):
+        with h5py.File(directory / f"snap_{i:04d}.h5", "w") as handle:
+            handle.attrs["time"] = time
+            handle.attrs["viscosity"] = 0.01
+            snapshot = values[:, i] if n_trajectories else values[0, i]
+            handle.create_dataset("rho", data=snapshot)
+    return values[:, np.argsort(times)]
+
+
+def write_xarray_netcdf(path, *, n_samples: int = 3, n_times: int = 4, seed: int = 0):
+    """Write a netCDF-4 file with xarray and h5netcdf; return the ``xarray.Dataset``.
+
+    ``vorticity`` has dimensions ``(sample, time, y, x)`` and ``velocity``
+    ``(sample, time, component, y, x)``; ``viscosity`` is per sample.
+    """
+    import xarray as xr
+
+    rng = np.random.default_rng(seed)
+    ny, nx = 8, 12
+    dims = ("sample", "time", "y", "x")
+    dataset = xr.Dataset(
+        {
+            "vorticity": (
+                dims,
+                rng.standard_normal((n_samples, n_times, ny, nx)).astype("f4"),
+                {"units": "1/s"},
+            ),
+            "velocity": (
+                ("sample", "time", "component", "y", "x"),
+                rng.standard_normal((n_samples, n_times, 2, ny, nx)),
+                {"units": "m/s"},
+            ),
+            "viscosity": ("sample", np.linspace(0.01, 0.03, n_samples)),
+        },
+        coords={
+            "time": ("time", 0.1 * np.arange(n_times), {"units": "s"}),
+            "y": ("y", np.linspace(0, 1, ny), {"units": "m"}),
+            "x": ("x", np.linspace(0, 2, nx), {"units": "m"}),
+        },
+    )
+    dataset.to_netcdf(path, engine="h5netcdf")
+    return dataset

@@ -7,6 +7,11 @@ Axis roles are ``trajectory``, ``time``, ``component`` (the components of a vect
 field), one of the layout's spatial axis names (``space``), or any other label that is
 fixed to one index by ``select`` (for example the axis along which a solver stacks
 several fields in one dataset).
+
+Files are joined along trajectories (``join: trajectory``, the default: each file adds
+its trajectories) or along time (``join: time``: the files matched by one pattern of
+``files`` are consecutive pieces of the same trajectories, ordered by their time
+coordinates).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ TRAJECTORY = "trajectory"
 TIME = "time"
 COMPONENT = "component"
 RESERVED_ROLES = (TRAJECTORY, TIME, COMPONENT)
+JOIN_MODES = (TRAJECTORY, TIME)
 
 
 class LayoutError(ValueError):
@@ -40,9 +46,10 @@ class FieldSpec:
 class ParameterSpec:
     """Where one scalar parameter per trajectory lives.
 
-    Exactly one of ``path`` (a dataset of shape ``(n_trajectories,)``, or a scalar
-    dataset holding one value per file), ``attribute`` (an attribute of the file's
-    root group, numbers or JSON text) and ``value`` (a constant) is set.
+    Exactly one of ``path`` (a dataset of shape ``(n_trajectories,)``, or of shape
+    ``()`` or ``(1,)`` holding one value for the whole file), ``attribute`` (an
+    attribute of the file's root group, numbers or JSON text) and ``value`` (a
+    constant) is set.
     """
 
     path: str | None = None
@@ -56,12 +63,21 @@ class ParameterSpec:
 class AxisSpec:
     """Coordinates of one grid axis (``time`` or a spatial axis).
 
-    ``path`` names a 1D dataset; ``bounds`` gives ``[low, high]`` for cell-centred
-    coordinates on a uniform grid; with neither, coordinates are the integer indices.
+    ``path`` names a 1D dataset and ``attribute`` an attribute of the file's root
+    group (one number per file when files are joined along time, else a 1D array).
+    ``bounds`` gives ``[low, high]`` for cell-centred coordinates on a uniform grid.
+    With none, coordinates are the integer indices. ``attribute`` excludes the other
+    two, and ``path`` is used when both ``path`` and ``bounds`` are set.
+    ``slice`` is ``[start, stop]`` or ``[start, stop, step]`` with Python's slice
+    semantics: negative counts from the end and ``null`` is an open end. It trims the
+    values of ``path`` or ``attribute`` before their length is checked against the
+    fields, so ``[0, -1]`` drops a trailing extra coordinate.
     """
 
     path: str | None = None
+    attribute: str | None = None
     bounds: tuple[float, float] | None = None
+    slice: tuple[int | None, ...] | None = None
     units: str | None = None
 
 
@@ -71,6 +87,9 @@ class Layout:
 
     ``space`` lists the spatial axis names in model order, so ``space[0]`` becomes the
     height axis ``H`` and ``space[1]`` the width axis ``W`` of ``(B, C, H, W)``.
+    ``join`` is ``"trajectory"`` (each file adds its trajectories) or ``"time"``
+    (the files matched by one pattern of ``files`` hold consecutive times of the same
+    trajectories, and each pattern adds trajectories).
     """
 
     files: tuple[str, ...]
@@ -79,6 +98,7 @@ class Layout:
     parameters: Mapping[str, ParameterSpec] = dataclasses.field(default_factory=dict)
     grid: Mapping[str, AxisSpec] = dataclasses.field(default_factory=dict)
     name: str = "dataset"
+    join: str = TRAJECTORY
 
     def __post_init__(self) -> None:
         if not self.files:
@@ -87,6 +107,11 @@ class Layout:
             )
         if not self.fields:
             raise LayoutError(f"layout {self.name!r}: 'fields' is empty; name a field")
+        if self.join not in JOIN_MODES:
+            raise LayoutError(
+                f"layout {self.name!r}: join={self.join!r} is not one of "
+                f"{list(JOIN_MODES)}"
+            )
         for name, spec in self.fields.items():
             _check_field_axes(self, name, spec)
         for name, spec in self.parameters.items():
@@ -104,6 +129,15 @@ class Layout:
                 f"layout {self.name!r}: grid axes {sorted(unknown)} are not 'time' or "
                 f"a spatial axis {list(self.space)}"
             )
+        for axis, spec in self.grid.items():
+            _check_grid_axis(self, axis, spec)
+        time = self.grid.get(TIME, AxisSpec())
+        if self.join == TIME and time.path is None and time.attribute is None:
+            raise LayoutError(
+                f"layout {self.name!r}: join: time orders files by their times, so "
+                "grid.time needs 'attribute' (one time per file, a root attribute) "
+                "or 'path' (a dataset of the file's times)"
+            )
 
     @property
     def has_trajectory_axis(self) -> bool:
@@ -119,11 +153,16 @@ def _check_field_axes(layout: Layout, name: str, spec: FieldSpec) -> None:
     where = f"layout {layout.name!r}, field {name!r} ({spec.path})"
     if len(set(spec.axes)) != len(spec.axes):
         raise LayoutError(f"{where}: repeated axis name in axes={list(spec.axes)}")
-    missing = [axis for axis in (TIME, *layout.space) if axis not in spec.axes]
+    # Files joined along time may hold one snapshot each, without a time axis.
+    needed = layout.space if layout.join == TIME else (TIME, *layout.space)
+    missing = [axis for axis in needed if axis not in spec.axes]
     if missing:
+        needs = f"the spatial axes {list(layout.space)}"
+        if layout.join != TIME:
+            needs = f"a 'time' axis and {needs}"
         raise LayoutError(
-            f"{where}: axes={list(spec.axes)} lacks {missing}; every field needs a "
-            f"'time' axis and the spatial axes {list(layout.space)}"
+            f"{where}: axes={list(spec.axes)} lacks {missing}; every field needs "
+            f"{needs}"
         )
     known = {*RESERVED_ROLES, *layout.space}
     for axis in spec.axes:
@@ -139,9 +178,32 @@ def _check_field_axes(layout: Layout, name: str, spec: FieldSpec) -> None:
                 f"axes={list(spec.axes)}"
             )
     first = next(iter(layout.fields.values()))
-    if (TRAJECTORY in spec.axes) != (TRAJECTORY in first.axes):
+    for role in (TRAJECTORY, TIME):
+        if (role in spec.axes) != (role in first.axes):
+            raise LayoutError(
+                f"{where}: either every field or no field has a {role!r} axis"
+            )
+
+
+def _check_grid_axis(layout: Layout, axis: str, spec: AxisSpec) -> None:
+    where = f"layout {layout.name!r}, grid axis {axis!r}"
+    if spec.attribute is not None and (spec.path or spec.bounds):
         raise LayoutError(
-            f"{where}: either every field or no field has a 'trajectory' axis"
+            f"{where}: sets 'attribute' together with 'path' or 'bounds'; set one "
+            "source of coordinates"
+        )
+    if spec.slice is None:
+        return
+    if spec.path is None and spec.attribute is None:
+        raise LayoutError(
+            f"{where}: 'slice' trims the values of 'path' or 'attribute'; set one of "
+            "them or remove 'slice'"
+        )
+    step = spec.slice[2] if len(spec.slice) == 3 else 1
+    if len(spec.slice) not in (2, 3) or (step is not None and step < 1):
+        raise LayoutError(
+            f"{where}: slice={list(spec.slice)} is not [start, stop] or "
+            "[start, stop, step] with a positive step"
         )
 
 
@@ -164,6 +226,8 @@ def _build(cls: type, where: str, raw: Mapping[str, Any] | None) -> Any:
     for key in ("axes", "bounds"):
         if raw.get(key) is not None:
             raw[key] = tuple(raw[key])
+    if raw.get("slice") is not None:
+        raw["slice"] = tuple(None if v is None else int(v) for v in raw["slice"])
     if raw.get("select") is not None:
         raw["select"] = {str(k): int(v) for k, v in raw["select"].items()}
     return cls(**raw)
@@ -186,7 +250,7 @@ def layout_from_dict(raw: Mapping[str, Any]) -> Layout:
     files = raw["files"]
     if isinstance(files, str):
         files = [files]
-    allowed = {"name", "files", "space", "fields", "parameters", "grid"}
+    allowed = {"name", "files", "space", "fields", "parameters", "grid", "join"}
     unknown = set(raw) - allowed
     if unknown:
         raise LayoutError(
@@ -195,6 +259,7 @@ def layout_from_dict(raw: Mapping[str, Any]) -> Layout:
         )
     return Layout(
         name=name,
+        join=str(raw.get("join") or TRAJECTORY),
         files=tuple(str(f) for f in files),
         space=tuple(_as_names(raw["space"], f"layout {name!r}: space")),
         fields={

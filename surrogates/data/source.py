@@ -7,108 +7,50 @@ so a source pickles as paths and metadata and can be handed to DataLoader worker
 
 from __future__ import annotations
 
-import glob
-import json
 import logging
 import os
-from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
 import numpy as np
 
-from surrogates.data.layout import (
-    COMPONENT,
-    TIME,
-    TRAJECTORY,
-    AxisSpec,
-    FieldSpec,
-    Layout,
-    LayoutError,
-    ParameterSpec,
+from surrogates.data.files import (
+    DataFileError,
+    NonFiniteValueError,
+    expand_files,
+    open_hdf5,
 )
+from surrogates.data.layout import COMPONENT, TIME, TRAJECTORY, FieldSpec, Layout
+from surrogates.data.metadata import (
+    FieldInfo,
+    FileScan,
+    field_infos,
+    parameter_units,
+    read_grid,
+    scan_file,
+)
+from surrogates.data.series import (
+    check_series,
+    group_files,
+    n_series_times,
+    order_by_time,
+    segments_of,
+    time_pieces,
+)
+
+__all__ = [
+    "DataFileError",
+    "FieldInfo",
+    "HDF5Source",
+    "NonFiniteValueError",
+    "expand_files",
+    "open_hdf5",
+]
 
 log = logging.getLogger(__name__)
 
-
-class DataFileError(ValueError):
-    """A data file that cannot be read as its layout describes."""
-
-
-class NonFiniteValueError(DataFileError):
-    """NaN or inf found in a field."""
-
-
-@dataclass(frozen=True)
-class FieldInfo:
-    """Resolved metadata of one field: sizes, units, kind."""
-
-    name: str
-    n_components: int
-    units: str
-    long_name: str
-
-
-def expand_files(patterns: Sequence[str], layout_name: str = "dataset") -> list[Path]:
-    """Expand glob patterns into a sorted list of existing files.
-
-    Raises
-    ------
-    FileNotFoundError
-        Naming the pattern that matched nothing.
-    """
-    paths: list[Path] = []
-    for pattern in patterns:
-        matches = sorted(glob.glob(os.path.expanduser(pattern)))
-        if not matches:
-            raise FileNotFoundError(
-                f"layout {layout_name!r}: no file matches {pattern!r} (working "
-                f"directory {os.getcwd()}); create it or fix 'files' in the layout"
-            )
-        paths.extend(Path(m).resolve() for m in matches)
-    return paths
-
-
-def open_hdf5(path: Path | str) -> h5py.File:
-    """Open an HDF5 file read-only, turning h5py's errors into a clear message."""
-    try:
-        return h5py.File(path, "r")
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: file not found") from None
-    except OSError as error:
-        raise DataFileError(
-            f"{path}: cannot be opened as HDF5 ({error}); the file may be truncated "
-            "or still being written. Regenerate or re-copy it."
-        ) from None
-
-
-def _dataset(handle: h5py.File, path: str, where: str) -> h5py.Dataset:
-    if path not in handle:
-        top = sorted(handle.keys())
-        raise DataFileError(
-            f"{handle.filename}: dataset {path!r} not found ({where}); top-level "
-            f"groups and datasets are {top}. Fix 'path' in the layout config."
-        )
-    dataset = handle[path]
-    if not isinstance(dataset, h5py.Dataset):
-        raise DataFileError(
-            f"{handle.filename}: {path!r} is a group, not a dataset ({where})"
-        )
-    if dataset.dtype.kind not in "fiu":
-        raise DataFileError(
-            f"{handle.filename}: dataset {path!r} has non-numeric dtype "
-            f"{dataset.dtype} ({where}); fields must be real numbers"
-        )
-    return dataset
-
-
-def _attribute_text(value: object) -> str:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", errors="replace")
-    if isinstance(value, np.ndarray) and value.shape == ():
-        return _attribute_text(value.item())
-    return str(value)
+MAX_OPEN_FILES = 64
+"""Open handles kept per process; the least recently used one is closed beyond it."""
 
 
 class HDF5Source:
@@ -121,40 +63,31 @@ class HDF5Source:
 
     Notes
     -----
-    Trajectories are numbered across files in sorted file order. Every field read is
-    returned in model layout ``(n_times, n_components, *space)`` as native float32,
+    Trajectories are numbered across files in sorted file order (with ``join:
+    time``, across the patterns of ``files`` in the order listed). Every field read
+    is returned in model layout ``(n_times, n_components, *space)`` as native float32,
     whatever the file's dtype, byte order or axis order.
     """
 
     def __init__(self, layout: Layout) -> None:
         self.layout = layout
-        self.files = expand_files(layout.files, layout.name)
         self._handles: dict[int, h5py.File] = {}
         self._pid = os.getpid()
-        self._trajectories: list[tuple[int, int]] = []
-        parameters: dict[str, list[float]] = {name: [] for name in layout.parameters}
-        shape: dict[str, int] | None = None
-        for file_index, path in enumerate(self.files):
-            with open_hdf5(path) as handle:
-                sizes = self._scan_fields(handle)
-                if shape is None:
-                    shape = sizes
-                    self.fields = self._field_infos(handle)
-                    self.grid = self._read_grid(handle, sizes)
-                    self.parameter_units = self._parameter_units(handle)
-                self._check_same_sizes(path, shape, sizes)
-                n_local = sizes.get(TRAJECTORY, 1)
-                for name, spec in layout.parameters.items():
-                    parameters[name].extend(
-                        self._read_parameter(handle, spec, name, n_local)
-                    )
-                self._trajectories.extend((file_index, i) for i in range(n_local))
-        self.sizes = shape
-        self.parameters = {
-            k: np.asarray(v, dtype=np.float64) for k, v in parameters.items()
-        }
-        self.space_shape = tuple(shape[axis] for axis in layout.space)
-        self.n_times = shape[TIME]
+        joined_in_time = layout.join == TIME
+        groups = []
+        for paths in group_files(layout):
+            scans = [scan_file(p, layout, read_times=joined_in_time) for p in paths]
+            groups.append(order_by_time(scans) if joined_in_time else scans)
+        self._build_index(groups)
+        first = groups[0][0]
+        with open_hdf5(first.path) as handle:
+            self.fields = field_infos(handle, layout)
+            self.parameter_units = parameter_units(handle, layout)
+            self.grid = read_grid(handle, layout, first.sizes, (TIME, *layout.space))
+        if joined_in_time:
+            self.grid[TIME]["values"] = self._joined_times(groups)
+        self.sizes = {**first.sizes, TIME: self.n_times}
+        self.space_shape = tuple(first.sizes[axis] for axis in layout.space)
         log.info(
             "layout %r: %d files, %d trajectories, %d times, space %s, fields %s",
             layout.name,
@@ -165,151 +98,72 @@ class HDF5Source:
             list(self.fields),
         )
 
-    # metadata
+    def _build_index(self, groups: list[list[FileScan]]) -> None:
+        # Number files, trajectories and per-file time segments over all series.
+        first = groups[0][0]
+        self.n_times = n_series_times(groups[0])
+        self.files: list[Path] = []
+        self._series: list[list[tuple[int, int, int]]] = []
+        self._trajectories: list[tuple[int, int]] = []
+        parameters: dict[str, list[np.ndarray]] = {
+            n: [] for n in self.layout.parameters
+        }
+        for series in groups:
+            check_series(series, first, self.n_times)
+            index = len(self._series)
+            self._series.append(segments_of(series, len(self.files)))
+            self.files.extend(scan.path for scan in series)
+            n_local = series[0].n_trajectories
+            self._trajectories.extend((index, i) for i in range(n_local))
+            for name in parameters:
+                parameters[name].append(series[0].parameters[name])
+        self.parameters = {
+            name: np.concatenate(values) for name, values in parameters.items()
+        }
+
+    @staticmethod
+    def _joined_times(groups: list[list[FileScan]]) -> np.ndarray:
+        values = np.concatenate([scan.times for scan in groups[0]])
+        for series in groups[1:]:
+            other = np.concatenate([scan.times for scan in series])
+            if not np.allclose(other, values, rtol=1e-9, atol=0):
+                log.warning(
+                    "%s: times %s... differ from those of %s; the time grid is "
+                    "taken from the first series",
+                    series[0].path,
+                    other[:3].tolist(),
+                    groups[0][0].path,
+                )
+        return values
 
     @property
     def n_trajectories(self) -> int:
         """Total number of trajectories over all files."""
         return len(self._trajectories)
 
-    def _scan_fields(self, handle: h5py.File) -> dict[str, int]:
-        sizes: dict[str, int] = {}
-        for name, spec in self.layout.fields.items():
-            where = f"field {name!r}"
-            dataset = _dataset(handle, spec.path, where)
-            if dataset.ndim != len(spec.axes):
-                raise LayoutError(
-                    f"{handle.filename}: dataset {spec.path!r} has shape "
-                    f"{dataset.shape} ({dataset.ndim} axes) but the layout gives "
-                    f"{len(spec.axes)} axes {list(spec.axes)} for {where}; list one "
-                    "role per axis"
-                )
-            for axis, size in zip(spec.axes, dataset.shape, strict=True):
-                if axis in spec.select:
-                    if not 0 <= spec.select[axis] < size:
-                        raise LayoutError(
-                            f"{handle.filename}: {where} selects index "
-                            f"{spec.select[axis]} on axis {axis!r} of size {size}"
-                        )
-                    continue
-                if axis == COMPONENT:
-                    continue
-                if sizes.setdefault(axis, size) != size:
-                    raise DataFileError(
-                        f"{handle.filename}: {where} ({spec.path}) has {size} entries "
-                        f"along {axis!r} but another field has {sizes[axis]}; all "
-                        "fields must share trajectory, time and space sizes"
-                    )
-        return sizes
+    def locate(self, trajectory: int, time: int) -> tuple[Path, int, int]:
+        """Return the file, the trajectory index in it and the time index in it."""
+        series, local = self._trajectories[trajectory]
+        time = range(self.n_times)[time]
+        for file_index, start, count in self._series[series]:
+            if start <= time < start + count:
+                return self.files[file_index], local, time - start
+        raise IndexError(f"time index {time} not found in trajectory {trajectory}")
 
-    def _field_infos(self, handle: h5py.File) -> dict[str, FieldInfo]:
-        infos = {}
-        for name, spec in self.layout.fields.items():
-            dataset = handle[spec.path]
-            n_components = 1
-            if COMPONENT in spec.axes:
-                n_components = dataset.shape[spec.axes.index(COMPONENT)]
-            units = spec.units or _attribute_text(dataset.attrs.get("units", ""))
-            long_name = spec.long_name or _attribute_text(
-                dataset.attrs.get("long_name", name)
-            )
-            infos[name] = FieldInfo(name, n_components, units, long_name)
-        return infos
-
-    def _parameter_units(self, handle: h5py.File) -> dict[str, str]:
-        units = {}
-        for name, spec in self.layout.parameters.items():
-            text = spec.units or ""
-            dataset = handle.get(spec.path) if spec.path is not None else None
-            if not text and dataset is not None:
-                text = _attribute_text(dataset.attrs.get("units", ""))
-            units[name] = text
-        return units
-
-    @staticmethod
-    def _check_same_sizes(path: Path, first: dict, sizes: dict) -> None:
-        for axis, size in sizes.items():
-            if axis != TRAJECTORY and first.get(axis) != size:
-                raise DataFileError(
-                    f"{path}: axis {axis!r} has {size} entries but the first file has "
-                    f"{first.get(axis)}; files of one dataset must share time and "
-                    "space sizes"
-                )
-
-    def _read_parameter(
-        self, handle: h5py.File, spec: ParameterSpec, name: str, n_local: int
-    ) -> list[float]:
-        where = f"{handle.filename}: parameter {name!r}"
-        if spec.value is not None:
-            return [float(spec.value)] * n_local
-        if spec.attribute is not None:
-            if spec.attribute not in handle.attrs:
-                raise DataFileError(
-                    f"{where}: root attribute {spec.attribute!r} not found; "
-                    f"attributes are {sorted(handle.attrs)}"
-                )
-            raw = handle.attrs[spec.attribute]
-            try:
-                value = float(json.loads(raw) if isinstance(raw, str | bytes) else raw)
-            except (TypeError, ValueError, json.JSONDecodeError):
-                raise DataFileError(
-                    f"{where}: attribute {spec.attribute!r} = {raw!r} is not a number"
-                ) from None
-            return [value] * n_local
-        values = np.asarray(_dataset(handle, spec.path, f"parameter {name!r}")[()])
-        values = values.reshape(-1) if values.ndim else np.full(n_local, values)
-        if values.shape != (n_local,):
-            raise DataFileError(
-                f"{where}: dataset {spec.path!r} has {values.size} values but the "
-                f"file holds {n_local} trajectories"
-            )
-        if not np.all(np.isfinite(values)):
-            raise NonFiniteValueError(
-                f"{where}: dataset {spec.path!r} contains NaN or inf at trajectory "
-                f"{int(np.flatnonzero(~np.isfinite(values))[0])}"
-            )
-        return values.astype(np.float64).tolist()
-
-    def _read_grid(self, handle: h5py.File, sizes: dict[str, int]) -> dict[str, dict]:
-        grid = {}
-        for axis in (TIME, *self.layout.space):
-            spec = self.layout.grid.get(axis, AxisSpec())
-            grid[axis] = self._axis_coordinates(handle, axis, spec, sizes[axis])
-        return grid
-
-    @staticmethod
-    def _axis_coordinates(
-        handle: h5py.File, axis: str, spec: AxisSpec, size: int
-    ) -> dict:
-        units = spec.units or ""
-        if spec.path is not None:
-            dataset = _dataset(handle, spec.path, f"grid axis {axis!r}")
-            values = np.asarray(dataset[()], dtype=np.float64).reshape(-1)
-            if values.size != size:
-                raise DataFileError(
-                    f"{handle.filename}: grid axis {axis!r} ({spec.path}) has "
-                    f"{values.size} values but the fields have {size} along it"
-                )
-            units = spec.units or _attribute_text(dataset.attrs.get("units", ""))
-        elif spec.bounds is not None:
-            low, high = spec.bounds
-            step = (high - low) / size
-            values = low + step * (np.arange(size) + 0.5)
-        else:
-            values = np.arange(size, dtype=np.float64)
-        return {"values": values, "units": units}
-
-    # reading
+    # handles
 
     def _handle(self, file_index: int) -> h5py.File:
         if self._pid != os.getpid():
             # A forked child inherits the parent's handles; never use them.
             self._handles = {}
             self._pid = os.getpid()
-        handle = self._handles.get(file_index)
+        handle = self._handles.pop(file_index, None)
         if handle is None:
             handle = open_hdf5(self.files[file_index])
-            self._handles[file_index] = handle
+            if len(self._handles) >= MAX_OPEN_FILES:
+                oldest = next(iter(self._handles))
+                self._handles.pop(oldest).close()
+        self._handles[file_index] = handle  # most recently used last
         return handle
 
     def close(self) -> None:
@@ -328,8 +182,21 @@ class HDF5Source:
         self.__dict__.update(state)
         self._pid = os.getpid()
 
-    def read(self, field: str, trajectory: int, times: slice) -> np.ndarray:
+    # reading
+
+    def read(
+        self, field: str, trajectory: int, times: slice, *, check_finite: bool = True
+    ) -> np.ndarray:
         """Read one field of one trajectory at the given time indices.
+
+        Parameters
+        ----------
+        field, trajectory
+            Field name and global trajectory index.
+        times
+            Time indices as a slice with a positive step (or none).
+        check_finite
+            Raise on NaN or inf; the preflight check turns it off to count them.
 
         Returns
         -------
@@ -343,12 +210,23 @@ class HDF5Source:
             the first offending index.
         """
         spec = self.layout.fields[field]
-        file_index, local = self._trajectories[trajectory]
-        dataset = self._handle(file_index)[spec.path]
-        index = tuple(self._index_for(axis, spec, local, times) for axis in spec.axes)
-        values = self._to_model_layout(dataset[index], spec)
-        if not np.isfinite(values).all():
-            self._raise_non_finite(values, field, spec, trajectory, times)
+        series, local = self._trajectories[trajectory]
+        requested = range(self.n_times)[times]
+        if requested.step < 1:
+            raise ValueError(f"times={times} must have a positive step")
+        blocks = []
+        for file_index, local_times in time_pieces(self._series[series], requested):
+            dataset = self._handle(file_index)[spec.path]
+            index = tuple(
+                self._index_for(axis, spec, local, local_times) for axis in spec.axes
+            )
+            blocks.append(self._to_model_layout(dataset[index], spec))
+        if not blocks:
+            shape = (0, self.fields[field].n_components, *self.space_shape)
+            return np.zeros(shape, dtype=np.float32)
+        values = blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
+        if check_finite and not np.isfinite(values).all():
+            self._raise_non_finite(values, field, spec, trajectory, requested)
         return values
 
     @staticmethod
@@ -363,6 +241,9 @@ class HDF5Source:
 
     def _to_model_layout(self, values: np.ndarray, spec: FieldSpec) -> np.ndarray:
         kept = [a for a in spec.axes if a != TRAJECTORY and a not in spec.select]
+        if TIME not in kept:
+            values = values[np.newaxis]
+            kept.insert(0, TIME)
         if COMPONENT not in kept:
             values = values[..., np.newaxis]
             kept.append(COMPONENT)
@@ -373,17 +254,16 @@ class HDF5Source:
         self, values: np.ndarray, field: str, spec: FieldSpec, trajectory: int, times
     ) -> None:
         bad = np.argwhere(~np.isfinite(values))
-        count = len(bad)
         t, _, *space = bad[0]
-        file_index, local = self._trajectories[trajectory]
-        time_index = range(self.n_times)[times][t]
+        time_index = times[t]
+        path, local, local_time = self.locate(trajectory, time_index)
         position = dict(zip(self.layout.space, (int(s) for s in space), strict=True))
         raise NonFiniteValueError(
-            f"{self.files[file_index]}: dataset {spec.path!r} (field {field!r}) holds "
-            f"{count} NaN or inf values in trajectory {local} at times "
-            f"{times.start}:{times.stop}; the first is {values[tuple(bad[0])]} at "
-            f"time index {time_index}, {position}. Fix or drop that trajectory in "
-            "the solver output before training."
+            f"{path}: dataset {spec.path!r} (field {field!r}) contains {len(bad)} NaN "
+            f"or inf values in trajectory {local} at times {times.start}:"
+            f"{times.stop}; the first is {values[tuple(bad[0])]} at time index "
+            f"{time_index} (index {local_time} in that file), {position}. Fix or "
+            "drop that trajectory in the solver output before training."
         )
 
     def read_trajectory(self, field: str, trajectory: int) -> np.ndarray:

@@ -1,0 +1,160 @@
+"""HDF5 file access with clear errors: globbing, opening, datasets and attributes.
+
+Attributes are decoded the same way whichever library wrote them: h5py and h5netcdf
+store text as ``str``, fixed-length strings come back as ``bytes``, and some writers
+wrap a single value in an array of shape ``()`` or ``(1,)``.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from surrogates.data.layout import LayoutError
+
+
+class DataFileError(ValueError):
+    """A data file that cannot be read as its layout describes."""
+
+
+class NonFiniteValueError(DataFileError):
+    """NaN or inf found in a field."""
+
+
+def expand_files(patterns: Sequence[str], layout_name: str = "dataset") -> list[Path]:
+    """Expand glob patterns into a sorted list of existing files.
+
+    Raises
+    ------
+    FileNotFoundError
+        Naming the pattern that matched nothing.
+    """
+    paths: list[Path] = []
+    for pattern in patterns:
+        matches = sorted(glob.glob(os.path.expanduser(pattern)))
+        if not matches:
+            raise FileNotFoundError(
+                f"layout {layout_name!r}: no file matches {pattern!r} (working "
+                f"directory {os.getcwd()}); create it or fix 'files' in the layout"
+            )
+        paths.extend(Path(m).resolve() for m in matches)
+    return paths
+
+
+def open_hdf5(path: Path | str) -> h5py.File:
+    """Open an HDF5 file read-only, turning h5py's errors into a clear message."""
+    try:
+        return h5py.File(path, "r")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: file not found") from None
+    except OSError as error:
+        raise DataFileError(
+            f"{path}: cannot be opened as HDF5 ({error}); the file may be truncated "
+            "or still being written. Regenerate or re-copy it."
+        ) from None
+
+
+def require_dataset(handle: h5py.File, path: str, where: str) -> h5py.Dataset:
+    """Return the numeric dataset at ``path``, or raise naming file, path and fix."""
+    if path not in handle:
+        top = sorted(handle.keys())
+        raise DataFileError(
+            f"{handle.filename}: dataset {path!r} not found ({where}); top-level "
+            f"groups and datasets are {top}. Fix 'path' in the layout config."
+        )
+    dataset = handle[path]
+    if not isinstance(dataset, h5py.Dataset):
+        raise DataFileError(
+            f"{handle.filename}: {path!r} is a group, not a dataset ({where}); "
+            f"it contains {sorted(dataset.keys())}. Name one of them in 'path'."
+        )
+    if dataset.dtype.kind not in "fiu":
+        raise DataFileError(
+            f"{handle.filename}: dataset {path!r} has non-numeric dtype "
+            f"{dataset.dtype} ({where}); fields must be real numbers"
+        )
+    return dataset
+
+
+def root_attribute(handle: h5py.File, name: str, where: str) -> object:
+    """Return an attribute of the root group, or raise listing the attributes."""
+    if name not in handle.attrs:
+        raise DataFileError(
+            f"{handle.filename}: root attribute {name!r} not found ({where}); the "
+            f"root attributes are {sorted(handle.attrs)}. Fix 'attribute' in the "
+            "layout config."
+        )
+    return handle.attrs[name]
+
+
+def attribute_text(value: object) -> str:
+    """Decode a text attribute: ``str``, ``bytes``, or an array of one of them."""
+    if isinstance(value, np.ndarray) and value.size == 1:
+        return attribute_text(value.reshape(-1)[0])
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    return str(value)
+
+
+def attribute_numbers(raw: object, where: str) -> np.ndarray:
+    """Return a numeric attribute as a 1D float64 array; text is parsed as JSON.
+
+    Raises
+    ------
+    DataFileError
+        If the value is neither a number, a list of numbers nor JSON text of one.
+    """
+    value = raw
+    if isinstance(value, np.ndarray) and value.dtype.kind in "SUO" and value.size == 1:
+        value = value.reshape(-1)[0]
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", errors="replace")
+    try:
+        if isinstance(value, str):
+            value = json.loads(value)
+        return np.asarray(value, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        raise DataFileError(
+            f"{where} = {raw!r} is not a number or a list of numbers; store numbers "
+            "or JSON text of numbers"
+        ) from None
+
+
+def dimension_names(dataset: h5py.Dataset) -> list[str | None] | None:
+    """Return the dimension-scale name of each axis (as netCDF-4 files attach them).
+
+    Returns None when the dataset has no ``DIMENSION_LIST``. The name of a scale is
+    the last part of its dataset path, which netCDF-4 sets to the dimension name.
+    """
+    if "DIMENSION_LIST" not in dataset.attrs:
+        return None
+    names: list[str | None] = []
+    for dimension in dataset.dims:
+        scales = dimension.values()
+        names.append(scales[0].name.rsplit("/", 1)[-1] if scales else None)
+    return names
+
+
+def check_dimension_names(dataset: h5py.Dataset, axes: Sequence[str], where: str):
+    """Raise if a layout axis has a netCDF dimension's name at another position.
+
+    Axis roles are never taken from the file. This only catches axes listed in the
+    wrong order, such as ``[y, x]`` for a variable with dimensions ``(x, y)``.
+    """
+    names = dimension_names(dataset)
+    if names is None:
+        return
+    for position, axis in enumerate(axes):
+        if axis in names and names.index(axis) != position:
+            raise LayoutError(
+                f"{dataset.file.filename}: dataset {dataset.name!r} ({where}) has "
+                f"dimensions {names}, but the layout puts axis {axis!r} at position "
+                f"{position} of axes={list(axes)}; list the axes in the file's "
+                "dimension order"
+            )
