@@ -7,9 +7,14 @@ A checkpoint is a directory ``step_<N>/`` holding
   loaded with ``torch.load(weights_only=True)``,
 - ``meta.json``: everything else (config, normalization, layout, step, metrics).
 
-The directory is written under a temporary name and renamed when complete, and the
-``latest`` file beside it is replaced atomically afterwards, so a process killed at
-any point leaves the previous checkpoint loadable.
+The directory is written under a temporary name, its files are flushed to disk with
+``fsync``, and it is renamed when complete. The ``latest`` file beside it is then
+replaced atomically. A process killed at any point therefore leaves a loadable
+checkpoint behind: ``latest`` names either the previous checkpoint or the new,
+complete one. Where ``latest`` is missing or names a directory that is gone (a kill
+while a checkpoint of the same step was being replaced), :func:`latest_checkpoint`
+falls back to the newest complete ``step_*`` directory. One process writes to a
+checkpoints directory at a time (rank zero).
 """
 
 from __future__ import annotations
@@ -115,32 +120,82 @@ def save_checkpoint(
         shutil.rmtree(stale)
     else:
         partial.rename(final)
+    _fsync_directory(directory)
     _point_latest(directory, name)
-    _prune(directory, keep)
+    _prune(directory, final, keep)
     log.info("saved checkpoint %s", final)
     return final
 
 
+def _fsync_directory(directory: Path) -> None:
+    # Makes the renames durable across a power loss; a killed process needs no
+    # flush, because the kernel applies a rename completely or not at all.
+    try:
+        descriptor = os.open(directory, os.O_RDONLY)
+    except OSError:  # Windows cannot open a directory; the renames stay unflushed
+        return
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
 def _point_latest(directory: Path, name: str) -> None:
+    # os.replace is one rename(2) onto an existing name, which POSIX makes atomic:
+    # a reader sees the old pointer or the new one, never a partial file. The new
+    # content is flushed before the rename, so the pointer is never empty.
     pointer = directory / f".{LATEST}.partial-{os.getpid()}"
     pointer.write_text(name + "\n")
     _fsync_file(pointer)
     os.replace(pointer, directory / LATEST)
+    _fsync_directory(directory)
 
 
-def _prune(directory: Path, keep: int) -> None:
+def _prune(directory: Path, newest: Path, keep: int) -> None:
+    """Remove all but ``keep`` checkpoints up to ``newest``, and leftover writes.
+
+    Checkpoints of later steps than ``newest`` were left by a run that went back to
+    an earlier checkpoint (a rollback) and are removed too, as are temporary
+    directories of writes that a killed process never finished.
+    """
     steps = sorted(p for p in directory.glob("step_*") if p.is_dir())
-    for old in steps[: max(len(steps) - keep, 0)]:
-        shutil.rmtree(old, ignore_errors=True)
+    kept_steps = [p for p in steps if p.name <= newest.name][-max(keep, 1) :]
+    leftovers = [
+        *directory.glob(".step_*.partial-*"),
+        *directory.glob(".step_*.stale-*"),
+        *directory.glob(f".{LATEST}.partial-*"),
+    ]
+    for old in [p for p in steps if p not in kept_steps] + leftovers:
+        if old.is_dir():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            old.unlink(missing_ok=True)
+
+
+def _is_complete(path: Path) -> bool:
+    return all((path / name).is_file() for name in (WEIGHTS, STATE, META))
 
 
 def latest_checkpoint(directory: Path | str) -> Path | None:
-    """Return the checkpoint ``latest`` points to, or ``None`` if there is none."""
-    pointer = Path(directory) / LATEST
-    if not pointer.is_file():
-        return None
-    path = Path(directory) / pointer.read_text().strip()
-    return path if path.is_dir() else None
+    """Return the newest checkpoint of ``directory``, or ``None`` if there is none.
+
+    That is the one ``latest`` names; when ``latest`` is missing or names a missing
+    or incomplete directory, the complete ``step_*`` directory of the highest step.
+    """
+    directory = Path(directory)
+    pointer = directory / LATEST
+    if pointer.is_file():
+        path = directory / pointer.read_text().strip()
+        if _is_complete(path):
+            return path
+        log.warning(
+            "%s names %s, which is missing or incomplete; using the newest complete "
+            "checkpoint instead",
+            pointer,
+            path.name,
+        )
+    complete = [p for p in sorted(directory.glob("step_*")) if _is_complete(p)]
+    return complete[-1] if complete else None
 
 
 def resolve_checkpoint(path: Path | str) -> Path:

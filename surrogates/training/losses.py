@@ -1,7 +1,8 @@
 """Adversarial and reconstruction losses.
 
 Discriminator outputs are raw logits of any shape; each loss averages over all of
-them. ``generator_loss`` sees only the logits of generated samples.
+them. ``generator_loss`` sees only the logits of generated samples. The gradient
+penalties that regularize the discriminator are in :mod:`surrogates.training.penalties`.
 """
 
 from __future__ import annotations
@@ -44,6 +45,22 @@ def least_squares_generator_loss(fake: torch.Tensor) -> torch.Tensor:
     return 0.5 * ((fake - 1.0) ** 2).mean()
 
 
+def wasserstein_discriminator_loss(
+    real: torch.Tensor, fake: torch.Tensor
+) -> torch.Tensor:
+    """Critic side of the Wasserstein GAN loss, ``E[D(fake)] - E[D(real)]``.
+
+    Meaningful only with a Lipschitz constraint on the critic, such as the gradient
+    penalty of :func:`~surrogates.training.penalties.gradient_penalty`.
+    """
+    return fake.mean() - real.mean()
+
+
+def wasserstein_generator_loss(fake: torch.Tensor) -> torch.Tensor:
+    """Generator side of the Wasserstein GAN loss, ``-E[D(fake)]``."""
+    return -fake.mean()
+
+
 ADVERSARIAL_LOSSES = {
     "hinge": (hinge_discriminator_loss, hinge_generator_loss),
     "non_saturating": (
@@ -51,6 +68,7 @@ ADVERSARIAL_LOSSES = {
         non_saturating_generator_loss,
     ),
     "least_squares": (least_squares_discriminator_loss, least_squares_generator_loss),
+    "wgan": (wasserstein_discriminator_loss, wasserstein_generator_loss),
 }
 
 

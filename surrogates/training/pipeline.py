@@ -163,6 +163,7 @@ def train_surrogate(
         options,
         device=resolve_device(device),
         meta={**data.metadata(), "model": arguments, **dict(extra_meta or {})},
+        valid_dataset=data.dataset("valid"),
     )
     trainer.fit(resume=resume)
     return ckpt.latest_checkpoint(run_dir / "checkpoints")

@@ -47,6 +47,11 @@ class ScalarWriter:
                 self._tensorboard.add_scalar(name, float(value), step)
         self._file.flush()
 
+    def write_image(self, step: int, name: str, pixels) -> None:
+        """Record RGB pixels `(height, width, 3)` in TensorBoard, if installed."""
+        if self.enabled and self._tensorboard is not None:
+            self._tensorboard.add_image(name, pixels, step, dataformats="HWC")
+
     def close(self) -> None:
         """Flush and close the files."""
         if not self.enabled:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
-import math
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,27 +12,28 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from surrogates.data import EpochSampler, StepDataset, make_loader
+from surrogates.data import StepDataset
 from surrogates.training import checkpoint as ckpt
-from surrogates.training.ema import ema_model
+from surrogates.training.batches import BatchStream
+from surrogates.training.ema import ema_model, update_ema
+from surrogates.training.health import BATCH_KEYS, HealthMonitor, fixed_batch
 from surrogates.training.losses import (
     adversarial_losses,
     ensemble_crps_loss,
     reconstruction_loss,
 )
+from surrogates.training.monitor import TrainingMonitor
 from surrogates.training.options import TrainingOptions
-from surrogates.training.rng import (
-    capture_rng_state,
-    restore_rng_state,
-    seed_everything,
-)
-from surrogates.training.scalars import ScalarWriter
+from surrogates.training.penalties import DiscriminatorPenalties
+from surrogates.training.physics import physics_terms_for
+from surrogates.training.precision import Precision, forward_function
+from surrogates.training.rng import seed_everything
+from surrogates.training.state import restore_trainer, roll_back, trainer_state
+from surrogates.training.updates import NetworkUpdate, NonFiniteLossError
 
 log = logging.getLogger(__name__)
 
-
-class NonFiniteLossError(FloatingPointError):
-    """A loss or gradient became NaN or inf."""
+__all__ = ["NonFiniteLossError", "Trainer"]
 
 
 class Trainer:
@@ -48,14 +49,24 @@ class Trainer:
     train_dataset
         Normalized step samples of the training split.
     run_dir
-        Checkpoints go to ``run_dir/checkpoints``, scalars to ``run_dir/logs``.
+        Checkpoints go to ``run_dir/checkpoints``, scalars and images to
+        ``run_dir/logs``.
     options
-        Loss weights, optimizer settings, budget.
+        Loss weights, optimizer settings, budget, health checks, precision.
     device
         Where the models and batches live.
     meta
         Extra JSON metadata stored in every checkpoint (model arguments, task,
         normalization, layout, split), so that a checkpoint alone rebuilds the model.
+    valid_dataset
+        Samples from which the fixed batch of the health checks and images is
+        taken; the training samples when None or empty.
+
+    Raises
+    ------
+    ValueError
+        If ``batch_size`` exceeds the training samples, or the precision is not
+        available on ``device``.
     """
 
     def __init__(
@@ -68,51 +79,100 @@ class Trainer:
         *,
         device: torch.device | str = "cpu",
         meta: dict[str, Any] | None = None,
+        valid_dataset: StepDataset | None = None,
     ) -> None:
         self.options = options
         self.device = torch.device(device)
         self.run_dir = Path(run_dir)
         self.meta = dict(meta or {})
+        self.precision = Precision(options.precision, self.device)
         seed_everything(options.seed)
+
+        # networks, their forward functions and updates
         self.generator = generator.to(self.device)
         self.discriminator = discriminator.to(self.device)
         self.ema = ema_model(self.generator, options.ema_decay)
-        self.optimizer_g = torch.optim.Adam(
-            self.generator.parameters(), lr=options.lr_generator, betas=options.betas
+        self.run_generator = forward_function(
+            self.generator, "generator", options.compile
         )
-        self.optimizer_d = torch.optim.Adam(
-            self.discriminator.parameters(),
-            lr=options.lr_discriminator,
-            betas=options.betas,
+        self.run_discriminator = forward_function(
+            self.discriminator, "discriminator", options.compile
         )
-        self.loss_d_fn, self.loss_g_fn = adversarial_losses(options.adversarial_loss)
-        self.dataset = train_dataset
-        self.sampler = EpochSampler(len(train_dataset), seed=options.seed)
-        self.steps_per_epoch = len(train_dataset) // options.batch_size
-        if self.steps_per_epoch == 0:
-            raise ValueError(
-                f"batch_size={options.batch_size} exceeds the {len(train_dataset)} "
-                "training samples; lower batch_size or add trajectories"
-            )
-        self.step = 0
-        self.epoch = 0
-        self.batch_in_epoch = 0
-        self.last_scalars: dict[str, float] = {}
+        self.optimizer_g, self.update_g = self._make_optimizer("loss_g", self.generator)
+        self.optimizer_d, self.update_d = self._make_optimizer(
+            "loss_d", self.discriminator
+        )
 
-    # losses
+        # losses
+        self.loss_d_fn, self.loss_g_fn = adversarial_losses(options.adversarial_loss)
+        self.penalties = DiscriminatorPenalties(options)
+        self.physics = physics_terms_for(options, train_dataset)
+
+        # data, health checks and logging
+        self.dataset = train_dataset
+        self.batches = BatchStream(
+            train_dataset,
+            batch_size=options.batch_size,
+            seed=options.seed,
+            num_workers=options.num_workers,
+            pin_memory=self.device.type == "cuda",
+        )
+        sample_source = train_dataset
+        if valid_dataset is not None and len(valid_dataset) > 0:
+            sample_source = valid_dataset
+        batch = fixed_batch(sample_source, options.health_batch_size)
+        self.fixed_batch = {k: v.to(self.device) for k, v in batch.items()}
+        self.health = HealthMonitor(options, self.fixed_batch)
+        self.monitor = TrainingMonitor(self)
+        self.step = 0
+        self.last_scalars: dict[str, float] = {}
+        self._saved_step: int | None = None
+
+    def _make_optimizer(self, name: str, model: nn.Module):
+        opts = self.options
+        rate = opts.lr_generator if name == "loss_g" else opts.lr_discriminator
+        optimizer = torch.optim.Adam(model.parameters(), lr=rate, betas=opts.betas)
+        scaler = self.precision.grad_scaler()
+        update = NetworkUpdate(name, model, optimizer, scaler, opts.grad_clip_norm)
+        return optimizer, update
+
+    @property
+    def epoch(self) -> int:
+        """Epoch of the next training batch."""
+        return self.batches.epoch
+
+    @property
+    def batch_in_epoch(self) -> int:
+        """Index within its epoch of the next training batch."""
+        return self.batches.batch_in_epoch
+
+    # updates
+
+    def _unpack(self, batch: Mapping[str, torch.Tensor]) -> list[torch.Tensor]:
+        return [batch[key].to(self.device, non_blocking=True) for key in BATCH_KEYS]
 
     def _discriminator_step(self, inputs, conditions, targets) -> dict[str, float]:
-        with torch.no_grad():
-            fake = self.generator(inputs, conditions)
-        logits_real = self.discriminator(inputs, conditions, targets)
-        logits_fake = self.discriminator(inputs, conditions, fake)
+        with torch.no_grad(), self.precision.autocast():
+            fake = self.run_generator(inputs, conditions).float()
+        with self.precision.autocast():
+            logits_real = self.run_discriminator(inputs, conditions, targets).float()
+            logits_fake = self.run_discriminator(inputs, conditions, fake).float()
         loss_d = self.loss_d_fn(logits_real, logits_fake)
-        self._backward_and_step(loss_d, self.optimizer_d, self.discriminator, "loss_d")
-        return {
-            "train/loss_d": loss_d.item(),
-            "train/logits_real": logits_real.mean().item(),
-            "train/logits_fake": logits_fake.mean().item(),
-        }
+        penalty, scalars = self.penalties(
+            self.discriminator,
+            inputs,
+            conditions,
+            targets,
+            fake,
+            step=self.step,
+            loss_scale=self.update_d.loss_scale(),
+            autocast=self.precision.autocast,
+        )
+        self.update_d.apply(loss_d + penalty, self.step)
+        scalars["train/loss_d"] = loss_d.item()
+        scalars["train/logits_real"] = logits_real.mean().item()
+        scalars["train/logits_fake"] = logits_fake.mean().item()
+        return scalars
 
     def _generator_step(self, inputs, conditions, targets) -> dict[str, float]:
         opts = self.options
@@ -120,8 +180,22 @@ class Trainer:
         repeated = [
             x.repeat(n_samples, *([1] * (x.ndim - 1))) for x in (inputs, conditions)
         ]
-        fakes = self.generator(*repeated)
+        with self.precision.autocast():
+            fakes = self.run_generator(*repeated).float()
         samples = fakes.view(n_samples, *targets.shape)
+        loss_g, scalars = self._generator_terms(samples, targets, inputs)
+        if opts.adversarial_weight > 0:
+            with self.precision.autocast():
+                logits = self.run_discriminator(*repeated, fakes).float()
+            loss_adv = self.loss_g_fn(logits)
+            loss_g = loss_g + opts.adversarial_weight * loss_adv
+            scalars["train/loss_adv"] = loss_adv.item()
+        self.update_g.apply(loss_g, self.step)
+        scalars["train/loss_g"] = loss_g.item()
+        return scalars
+
+    def _generator_terms(self, samples, targets, inputs):
+        opts = self.options
         fake = samples[0]
         loss_rec = reconstruction_loss(fake, targets, opts.reconstruction_loss)
         loss_g = opts.reconstruction_weight * loss_rec
@@ -130,60 +204,37 @@ class Trainer:
             loss_crps = ensemble_crps_loss(samples, targets)
             loss_g = loss_g + opts.crps_weight * loss_crps
             scalars["train/loss_crps"] = loss_crps.item()
-        if opts.adversarial_weight > 0:
-            logits = self.discriminator(*repeated, fakes)
-            loss_adv = self.loss_g_fn(logits)
-            loss_g = loss_g + opts.adversarial_weight * loss_adv
-            scalars["train/loss_adv"] = loss_adv.item()
-        self._backward_and_step(loss_g, self.optimizer_g, self.generator, "loss_g")
-        scalars["train/loss_g"] = loss_g.item()
-        return scalars
+        if self.physics.active:
+            loss_physics, physics_scalars = self.physics(fake, targets, inputs)
+            loss_g = loss_g + loss_physics
+            scalars.update(physics_scalars)
+        return loss_g, scalars
 
-    def _backward_and_step(self, loss, optimizer, model, name: str) -> None:
-        if not torch.isfinite(loss):
-            raise NonFiniteLossError(
-                f"{name} is {loss.item()} at step {self.step}; lower the learning "
-                "rate or the adversarial weight, or check the data for outliers"
-            )
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        max_norm = self.options.grad_clip_norm or math.inf
-        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
-        if not torch.isfinite(norm):
-            raise NonFiniteLossError(
-                f"gradient norm of {name} is {norm.item()} at step {self.step}; "
-                "lower the learning rate or set grad_clip_norm"
-            )
-        optimizer.step()
+    def train_step(
+        self, batches: Sequence[Mapping[str, torch.Tensor]] | Mapping[str, torch.Tensor]
+    ) -> dict[str, float]:
+        """Update the discriminator once per batch, then the generator on the last.
 
-    def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
-        """Run one discriminator and one generator update on a batch."""
-        inputs = batch["inputs"].to(self.device, non_blocking=True)
-        conditions = batch["conditions"].to(self.device, non_blocking=True)
-        targets = batch["targets"].to(self.device, non_blocking=True)
+        ``batches`` is one batch or a sequence of them, each with ``inputs``,
+        ``conditions`` and ``targets``; without an adversarial term only the last
+        is used.
+        """
+        if isinstance(batches, Mapping):
+            batches = [batches]
         scalars: dict[str, float] = {}
         if self.options.adversarial_weight > 0:
-            for _ in range(self.options.n_discriminator_steps):
-                scalars.update(self._discriminator_step(inputs, conditions, targets))
-        scalars.update(self._generator_step(inputs, conditions, targets))
-        self.ema.update_parameters(self.generator)
+            for batch in batches:
+                scalars.update(self._discriminator_step(*self._unpack(batch)))
+        scalars.update(self._generator_step(*self._unpack(batches[-1])))
+        update_ema(self.ema, self.generator)
         return scalars
 
-    # loop
+    def _next_batches(self) -> list[dict[str, torch.Tensor]]:
+        adversarial = self.options.adversarial_weight > 0
+        count = self.options.n_discriminator_steps if adversarial else 1
+        return [self.batches.next() for _ in range(count)]
 
-    def _loader(self):
-        self.sampler.set_position(
-            self.epoch, self.batch_in_epoch * self.options.batch_size
-        )
-        return make_loader(
-            self.dataset,
-            batch_size=self.options.batch_size,
-            sampler=self.sampler,
-            num_workers=self.options.num_workers,
-            drop_last=True,
-            pin_memory=self.device.type == "cuda",
-            seed=self.options.seed + self.epoch,
-        )
+    # loop
 
     def fit(self, *, resume: bool = False) -> dict[str, float]:
         """Train until ``max_steps`` or the time budget; checkpoint at the end.
@@ -193,7 +244,6 @@ class Trainer:
         opts = self.options
         if resume:
             self.resume()
-        writer = ScalarWriter(self.run_dir / "logs")
         start = time.perf_counter()
         progress = tqdm(
             total=opts.max_steps,
@@ -203,24 +253,24 @@ class Trainer:
             dynamic_ncols=True,
             mininterval=1.0,
         )
+        self.monitor.open()
         log.info("training from step %d to %d", self.step, opts.max_steps)
         try:
             while self.step < opts.max_steps and not self._out_of_time(start):
-                for batch in self._loader():
-                    scalars = self.train_step(batch)
-                    self.step += 1
-                    self.batch_in_epoch += 1
-                    progress.update()
-                    self._after_step(scalars, writer, progress)
-                    if self.step >= opts.max_steps or self._out_of_time(start):
-                        break
-                if self.batch_in_epoch >= self.steps_per_epoch:
-                    self.epoch += 1
-                    self.batch_in_epoch = 0
+                scalars = self.train_step(self._next_batches())
+                self.step += 1
+                progress.update()
+                if self.monitor.after_step(scalars, progress) and self.rollback():
+                    progress.n = self.step
+                    continue
+                if self.step % opts.checkpoint_every == 0:
+                    self.save()
         finally:
+            self.batches.close()
             progress.close()
-            writer.close()
-        self.save()
+            self.monitor.close()
+        if self._saved_step != self.step:
+            self.save()
         elapsed = time.perf_counter() - start
         log.info("trained %d steps in %.1f s", self.step, elapsed)
         return self.last_scalars
@@ -229,43 +279,18 @@ class Trainer:
         budget = self.options.time_budget_s
         return budget is not None and time.perf_counter() - start >= budget
 
-    def _after_step(self, scalars, writer, progress) -> None:
-        opts = self.options
-        if self.step % opts.log_every == 0 or self.step == 1:
-            self.last_scalars = scalars
-            writer.write(self.step, scalars)
-            shown = {k.split("/")[-1]: f"{v:.3g}" for k, v in scalars.items()}
-            progress.set_postfix(shown, refresh=False)
-            log.debug("step %d: %s", self.step, scalars)
-        if self.step % opts.checkpoint_every == 0:
-            self.save()
-
     # checkpoints
 
     def save(self) -> Path:
         """Write a checkpoint of the current step."""
-        state = {
-            "optimizer_g": self.optimizer_g.state_dict(),
-            "optimizer_d": self.optimizer_d.state_dict(),
-            "rng": capture_rng_state(),
-            "counters": {
-                "step": self.step,
-                "epoch": self.epoch,
-                "batch_in_epoch": self.batch_in_epoch,
-            },
-        }
-        weights = {
-            "generator": self.generator.state_dict(),
-            "ema": self.ema.state_dict(),
-            "discriminator": self.discriminator.state_dict(),
-        }
+        weights, state = trainer_state(self)
         meta = {
             **self.meta,
             "training": self.options.to_dict(),
             "last_scalars": self.last_scalars,
             "versions": {"torch": torch.__version__},
         }
-        return ckpt.save_checkpoint(
+        path = ckpt.save_checkpoint(
             self.run_dir / "checkpoints",
             self.step,
             weights=weights,
@@ -273,6 +298,8 @@ class Trainer:
             meta=meta,
             keep=self.options.keep_checkpoints,
         )
+        self._saved_step = self.step
+        return path
 
     def resume(self) -> bool:
         """Load the latest checkpoint of ``run_dir`` if there is one."""
@@ -280,17 +307,15 @@ class Trainer:
         if path is None:
             log.info("no checkpoint in %s; starting from scratch", self.run_dir)
             return False
-        loaded = ckpt.load_checkpoint(path)
-        self.generator.load_state_dict(loaded.weights["generator"])
-        self.ema.load_state_dict(loaded.weights["ema"])
-        self.discriminator.load_state_dict(loaded.weights["discriminator"])
-        self.optimizer_g.load_state_dict(loaded.state["optimizer_g"])
-        self.optimizer_d.load_state_dict(loaded.state["optimizer_d"])
-        restore_rng_state(loaded.state["rng"])
-        counters = loaded.state["counters"]
-        self.step = int(counters["step"])
-        self.epoch = int(counters["epoch"])
-        self.batch_in_epoch = int(counters["batch_in_epoch"])
-        self.last_scalars = loaded.meta.get("last_scalars", {})
+        restore_trainer(self, ckpt.load_checkpoint(path))
+        self._saved_step = self.step
         log.info("resumed from %s at step %d", path, self.step)
         return True
+
+    def rollback(self) -> bool:
+        """Return to the last checkpoint and lower both learning rates.
+
+        See :func:`~surrogates.training.state.roll_back`; returns False when
+        ``max_rollbacks`` rollbacks were already made.
+        """
+        return roll_back(self)

@@ -81,3 +81,33 @@ def test_leftover_partial_write_keeps_previous(tmp_path):
     partial.mkdir()
     (partial / "weights.safetensors").write_bytes(b"\x00" * 10)
     assert load_checkpoint(tmp_path).meta["step"] == 1
+
+
+def test_pointer_to_missing_directory_falls_back(tmp_path, caplog):
+    _save(tmp_path, 1)
+    _save(tmp_path, 2)
+    (tmp_path / "latest").write_text("step_00000003\n")
+    with caplog.at_level("WARNING", logger="surrogates.training.checkpoint"):
+        assert load_checkpoint(tmp_path).meta["step"] == 2
+    assert "missing or incomplete" in caplog.text
+
+
+def test_missing_pointer_uses_newest_complete(tmp_path):
+    _save(tmp_path, 1)
+    _save(tmp_path, 2)
+    (tmp_path / "latest").unlink()
+    (tmp_path / "step_00000002" / "state.pt").unlink()
+    assert latest_checkpoint(tmp_path).name == "step_00000001"
+
+
+def test_prune_removes_later_steps_and_leftovers(tmp_path):
+    for step in (1, 2, 3):
+        _save(tmp_path, step, keep=5)
+    leftover = tmp_path / ".step_00000004.partial-999"
+    leftover.mkdir()
+    pointer = tmp_path / ".latest.partial-999"
+    pointer.write_text("step_00000004\n")
+    _save(tmp_path, 2, keep=2)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["latest", "step_00000001", "step_00000002"]
+    assert load_checkpoint(tmp_path).meta["step"] == 2
