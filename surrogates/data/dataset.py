@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from surrogates.data.chunks import ReadPlan
 from surrogates.data.normalization import Normalizer
 from surrogates.data.source import HDF5Source
 
@@ -119,6 +120,9 @@ class StepDataset(Dataset):
     ``conditions`` has shape ``(n_conditions,)``; ``targets`` has ``(C_out, H, W)``.
     All are normalized float32. ``trajectory`` and ``time`` (the index of the newest
     input snapshot) identify the sample.
+
+    Building the dataset sizes the source's chunk caches for the time window of one
+    sample (:meth:`HDF5Source.plan_reads`).
     """
 
     def __init__(
@@ -132,6 +136,7 @@ class StepDataset(Dataset):
         self.trajectories = list(trajectories)
         self.task = task
         self.normalizer = normalizer
+        self._affine: dict[tuple[str, ...], tuple[torch.Tensor, torch.Tensor]] = {}
         span = (task.n_steps_input - 1) * task.step_stride
         first, last = span, source.n_times - 1 - task.step_stride
         if last < first:
@@ -143,6 +148,12 @@ class StepDataset(Dataset):
         self.index = [
             (tr, t) for tr in self.trajectories for t in range(first, last + 1)
         ]
+        source.plan_reads(
+            ReadPlan(
+                time_span=span + task.step_stride + 1,
+                n_read_times=task.n_steps_input + 1,
+            )
+        )
         conditions = (
             np.stack([source.parameters[name] for name in task.conditions], axis=-1)
             if task.conditions
@@ -158,8 +169,24 @@ class StepDataset(Dataset):
     def read_states(self, trajectory: int, times: slice, fields: Sequence[str]):
         """Read and normalize fields at the given times, ``(T, C, H, W)``."""
         arrays = [self.source.read(name, trajectory, times) for name in fields]
-        values = torch.from_numpy(np.concatenate(arrays, axis=1))
-        return self.normalizer.normalize_fields(values, fields)
+        joined = arrays[0] if len(arrays) == 1 else np.concatenate(arrays, axis=1)
+        values = torch.from_numpy(joined)
+        mean, std = self._field_affine(tuple(fields))
+        # In place, because HDF5Source.read returns a new array on every call: the
+        # float32 arithmetic of Normalizer.normalize_fields without temporaries.
+        return values.sub_(mean).div_(std)
+
+    def _field_affine(self, fields: tuple[str, ...]):
+        # Mean and std per channel, (C, 1, 1) float32, built once per field tuple.
+        if fields not in self._affine:
+            mean = [m for name in fields for m in self.normalizer.field_mean[name]]
+            std = [s for name in fields for s in self.normalizer.field_std[name]]
+            shape = (len(mean), 1, 1)
+            self._affine[fields] = (
+                torch.tensor(mean, dtype=torch.float32).view(shape),
+                torch.tensor(std, dtype=torch.float32).view(shape),
+            )
+        return self._affine[fields]
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         trajectory, time = self.index[i]
@@ -245,9 +272,11 @@ def make_loader(
     process when workers start. With ``seed``, the loader draws its worker base seed
     from its own generator instead of the global torch generator, so creating a
     loader (as a resumed run does mid-epoch) leaves the global random stream as it
-    was.
+    was. Logs (once per dataset) chunks that contain many more samples than a
+    batch.
     """
     generator = None if seed is None else torch.Generator().manual_seed(seed)
+    dataset.source.check_chunking(batch_size)
     dataset.source.close()
     return DataLoader(
         dataset,

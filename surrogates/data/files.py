@@ -47,13 +47,34 @@ def expand_files(patterns: Sequence[str], layout_name: str = "dataset") -> list[
     return paths
 
 
-def open_hdf5(path: Path | str) -> h5py.File:
-    """Open an HDF5 file read-only, turning h5py's errors into a clear message."""
+def open_hdf5(path: Path | str, *, locking: bool | None = None) -> h5py.File:
+    """Open an HDF5 file read-only, turning h5py's errors into a clear message.
+
+    ``locking=False`` opens the file without HDF5 file locks (h5py >= 3.5), as
+    needed on file systems without lock support. ``None`` keeps h5py's default.
+    The ``HDF5_USE_FILE_LOCKING=FALSE`` environment variable overrides either.
+    """
     try:
-        return h5py.File(path, "r")
+        if locking is None:
+            return h5py.File(path, "r")
+        return h5py.File(path, "r", locking=locking)
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: file not found") from None
     except OSError as error:
+        if "locking flag values don't match" in str(error):
+            raise DataFileError(
+                f"{path}: this process already has the file open with a file-locking "
+                f"setting other than locking={locking!r} ({error}); open the file "
+                "with the same 'locking' value everywhere in one process"
+            ) from None
+        if "lock" in str(error).lower():
+            raise DataFileError(
+                f"{path}: cannot be opened because HDF5 failed to lock it ({error}). "
+                "Another process may hold it open for writing, or the file system "
+                "does not support file locks; set 'locking: false' in the layout "
+                "or HDF5_USE_FILE_LOCKING=FALSE in the environment to read without "
+                "locks."
+            ) from None
         raise DataFileError(
             f"{path}: cannot be opened as HDF5 ({error}); the file may be truncated "
             "or still being written. Regenerate or re-copy it."

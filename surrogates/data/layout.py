@@ -90,6 +90,13 @@ class Layout:
     ``join`` is ``"trajectory"`` (each file adds its trajectories) or ``"time"``
     (the files matched by one pattern of ``files`` hold consecutive times of the same
     trajectories, and each pattern adds trajectories).
+
+    Two options set how files are read, not what they contain. ``locking`` is passed
+    to ``h5py.File(..., locking=...)``: ``False`` opens files without HDF5 file
+    locks, for file systems that do not support them (some NFS, Lustre and GPFS
+    mounts); ``None`` keeps h5py's default. The environment variable
+    ``HDF5_USE_FILE_LOCKING=FALSE`` overrides either. ``cache_bytes`` caps the
+    HDF5 chunk caches of one process, in bytes (``None``: 64 MiB).
     """
 
     files: tuple[str, ...]
@@ -99,6 +106,8 @@ class Layout:
     grid: Mapping[str, AxisSpec] = dataclasses.field(default_factory=dict)
     name: str = "dataset"
     join: str = TRAJECTORY
+    locking: bool | None = None
+    cache_bytes: int | None = None
 
     def __post_init__(self) -> None:
         if not self.files:
@@ -111,6 +120,20 @@ class Layout:
             raise LayoutError(
                 f"layout {self.name!r}: join={self.join!r} is not one of "
                 f"{list(JOIN_MODES)}"
+            )
+        if self.locking not in (None, True, False):
+            raise LayoutError(
+                f"layout {self.name!r}: locking={self.locking!r} is not true, false "
+                "or null"
+            )
+        if self.cache_bytes is not None and (
+            isinstance(self.cache_bytes, bool)
+            or not isinstance(self.cache_bytes, int)
+            or self.cache_bytes < 1
+        ):
+            raise LayoutError(
+                f"layout {self.name!r}: cache_bytes={self.cache_bytes!r} is not a "
+                "positive number of bytes; set e.g. 67108864 (64 MiB) or null"
             )
         for name, spec in self.fields.items():
             _check_field_axes(self, name, spec)
@@ -251,6 +274,7 @@ def layout_from_dict(raw: Mapping[str, Any]) -> Layout:
     if isinstance(files, str):
         files = [files]
     allowed = {"name", "files", "space", "fields", "parameters", "grid", "join"}
+    allowed |= {"locking", "cache_bytes"}
     unknown = set(raw) - allowed
     if unknown:
         raise LayoutError(
@@ -260,6 +284,8 @@ def layout_from_dict(raw: Mapping[str, Any]) -> Layout:
     return Layout(
         name=name,
         join=str(raw.get("join") or TRAJECTORY),
+        locking=raw.get("locking"),
+        cache_bytes=raw.get("cache_bytes"),
         files=tuple(str(f) for f in files),
         space=tuple(_as_names(raw["space"], f"layout {name!r}: space")),
         fields={

@@ -64,7 +64,7 @@ class FileScan:
 
 def scan_file(path: Path, layout: Layout, *, read_times: bool) -> FileScan:
     """Read the sizes, parameters and (if ``read_times``) time coordinates of a file."""
-    with open_hdf5(path) as handle:
+    with open_hdf5(path, locking=layout.locking) as handle:
         sizes = field_sizes(handle, layout)
         n_local = sizes.get(TRAJECTORY, 1)
         parameters = {

@@ -147,7 +147,7 @@ def run_preflight(
 def describe_fields(source: HDF5Source) -> dict[str, dict]:
     """Return each field's layout entry and its dataset in the first file."""
     fields = {}
-    with open_hdf5(source.files[0]) as handle:
+    with open_hdf5(source.files[0], locking=source.layout.locking) as handle:
         for name, spec in source.layout.fields.items():
             dataset = handle[spec.path]
             fields[name] = {

@@ -14,6 +14,14 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from surrogates.data.chunks import (
+    DEFAULT_CACHE_BYTES,
+    ChunkGeometry,
+    OpenDatasets,
+    ReadPlan,
+    chunk_geometry,
+    warn_chunking,
+)
 from surrogates.data.files import (
     DataFileError,
     NonFiniteValueError,
@@ -67,11 +75,21 @@ class HDF5Source:
     time``, across the patterns of ``files`` in the order listed). Every field read
     is returned in model layout ``(n_times, n_components, *space)`` as native float32,
     whatever the file's dtype, byte order or axis order.
+
+    Each open dataset keeps its own HDF5 chunk cache, sized by :meth:`plan_reads`
+    to hold the chunks of a few samples. Together the caches of one process stay
+    within ``layout.cache_bytes`` (64 MiB when unset): the least recently used
+    datasets are closed, which frees their caches, before a new one would exceed
+    it. No field values are cached beyond these chunk caches.
     """
 
     def __init__(self, layout: Layout) -> None:
         self.layout = layout
         self._handles: dict[int, h5py.File] = {}
+        self.read_plan = ReadPlan()
+        self.cache_bytes = layout.cache_bytes or DEFAULT_CACHE_BYTES
+        n_paths = len({spec.path for spec in layout.fields.values()})
+        self._datasets = OpenDatasets(self.cache_bytes, n_paths)
         self._pid = os.getpid()
         joined_in_time = layout.join == TIME
         groups = []
@@ -80,7 +98,7 @@ class HDF5Source:
             groups.append(order_by_time(scans) if joined_in_time else scans)
         self._build_index(groups)
         first = groups[0][0]
-        with open_hdf5(first.path) as handle:
+        with open_hdf5(first.path, locking=layout.locking) as handle:
             self.fields = field_infos(handle, layout)
             self.parameter_units = parameter_units(handle, layout)
             self.grid = read_grid(handle, layout, first.sizes, (TIME, *layout.space))
@@ -150,24 +168,61 @@ class HDF5Source:
                 return self.files[file_index], local, time - start
         raise IndexError(f"time index {time} not found in trajectory {trajectory}")
 
+    # chunk caches
+
+    def plan_reads(self, plan: ReadPlan) -> None:
+        """Size the chunk caches for samples that each read ``plan``'s time window.
+
+        Closes the open datasets, so the next reads use caches of the new size, and
+        logs (once per dataset) chunk shapes that make such reads slow.
+        """
+        self.read_plan = plan
+        self._datasets.clear()
+        self.check_chunking()
+
+    def check_chunking(self, batch_size: int | None = None) -> dict[str, ChunkGeometry]:
+        """Measure each field's chunking in the first file and log slow shapes.
+
+        Returns
+        -------
+        dict
+            Field name to :class:`~surrogates.data.chunks.ChunkGeometry`.
+        """
+        geometries = {}
+        max_bytes = self.cache_bytes // self._datasets.n_paths
+        with open_hdf5(self.files[0], locking=self.layout.locking) as handle:
+            for name, spec in self.layout.fields.items():
+                geometry = chunk_geometry(handle[spec.path], spec, self.read_plan)
+                warn_chunking(
+                    geometry,
+                    str(self.files[0]),
+                    max_bytes=max_bytes,
+                    batch_size=batch_size,
+                )
+                geometries[name] = geometry
+        return geometries
+
     # handles
 
     def _handle(self, file_index: int) -> h5py.File:
         if self._pid != os.getpid():
             # A forked child inherits the parent's handles; never use them.
             self._handles = {}
+            self._datasets.clear()
             self._pid = os.getpid()
         handle = self._handles.pop(file_index, None)
         if handle is None:
-            handle = open_hdf5(self.files[file_index])
+            handle = open_hdf5(self.files[file_index], locking=self.layout.locking)
             if len(self._handles) >= MAX_OPEN_FILES:
                 oldest = next(iter(self._handles))
+                self._datasets.close_file(oldest)
                 self._handles.pop(oldest).close()
         self._handles[file_index] = handle  # most recently used last
         return handle
 
     def close(self) -> None:
         """Close every file handle this process opened."""
+        self._datasets.clear()
         if self._pid == os.getpid():
             for handle in self._handles.values():
                 handle.close()
@@ -176,6 +231,7 @@ class HDF5Source:
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
         state["_handles"] = {}
+        state["_datasets"] = OpenDatasets(self.cache_bytes, self._datasets.n_paths)
         return state
 
     def __setstate__(self, state: dict) -> None:
@@ -216,7 +272,8 @@ class HDF5Source:
             raise ValueError(f"times={times} must have a positive step")
         blocks = []
         for file_index, local_times in time_pieces(self._series[series], requested):
-            dataset = self._handle(file_index)[spec.path]
+            handle = self._handle(file_index)
+            dataset = self._datasets.get(handle, file_index, spec, self.read_plan)
             index = tuple(
                 self._index_for(axis, spec, local, local_times) for axis in spec.axes
             )
