@@ -245,8 +245,10 @@ class Trainer:
         if resume:
             self.resume()
         start = time.perf_counter()
+        # With a time budget the step count at the end is unknown, so the bar shows
+        # steps and rate without a misleading percentage of max_steps.
         progress = tqdm(
-            total=opts.max_steps,
+            total=None if opts.time_budget_s is not None else opts.max_steps,
             initial=self.step,
             desc="train",
             unit="step",
