@@ -129,3 +129,16 @@ def test_missing_condition_is_named(trained):
     surrogate = Surrogate.load(root / "cgan")
     with pytest.raises(KeyError, match="viscosity"):
         surrogate.sample(torch.zeros(1, 1, 16, 16), {"nu": 0.01})
+
+
+def test_condition_on_training_bound_does_not_warn(trained):
+    import warnings
+
+    root, _ = trained
+    surrogate = Surrogate.load(root / "cgan")
+    low, high = surrogate.training_range("viscosity")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        # one unit in the last place outside the stored bounds, as from rounding
+        for value in (np.nextafter(low, -np.inf), np.nextafter(high, np.inf)):
+            surrogate.sample(torch.zeros(1, 1, 16, 16), {"viscosity": float(value)})

@@ -67,7 +67,12 @@ def open_hdf5(path: Path | str, *, locking: bool | None = None) -> h5py.File:
                 f"setting other than locking={locking!r} ({error}); open the file "
                 "with the same 'locking' value everywhere in one process"
             ) from None
-        if "lock" in str(error).lower():
+        message = str(error).lower()
+        # HDF5 names the superblock "sblock" in truncation messages, so match the
+        # lock failure itself rather than any "lock" substring.
+        if "truncated file" not in message and (
+            "unable to lock" in message or "lock file" in message
+        ):
             raise DataFileError(
                 f"{path}: cannot be opened because HDF5 failed to lock it ({error}). "
                 "Another process may hold it open for writing, or the file system "

@@ -125,7 +125,13 @@ class Surrogate:
     def _warn_out_of_range(self, values: np.ndarray) -> None:
         for column, name in enumerate(self.condition_names):
             low, high = self.training_range(name)
-            outside = (values[:, column] < low) | (values[:, column] > high)
+            # A relative tolerance keeps values printed as the bound, such as
+            # 0.3 against a stored 0.30000000000000004, inside the range.
+            tolerance = 1e-9 * max(abs(low), abs(high), high - low)
+            column_values = values[:, column]
+            outside = (column_values < low - tolerance) | (
+                column_values > high + tolerance
+            )
             if outside.any():
                 value = values[outside, column][0]
                 warnings.warn(

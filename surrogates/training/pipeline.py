@@ -93,6 +93,11 @@ def prepare_data(
         normalizer = fit_normalizer(
             source, splits["train"], fields, step_task.conditions
         )
+        # Fitting read every training value; reading the held-out trajectories once
+        # here makes NaN or inf there fail before training, not after it.
+        for trajectory in splits["valid"] + splits["test"]:
+            for name in fields:
+                source.read_trajectory(name, trajectory)
     else:
         normalizer = Normalizer.from_dict(normalization)
     source.close()

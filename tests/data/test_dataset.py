@@ -8,7 +8,13 @@ import pytest
 import torch
 from datafiles import TASK, canonical_layout, write_canonical_file
 
-from surrogates.data import EpochSampler, StepTask, make_loader, split_trajectories
+from surrogates.data import (
+    EpochSampler,
+    NonFiniteValueError,
+    StepTask,
+    make_loader,
+    split_trajectories,
+)
 from surrogates.training import prepare_data
 
 
@@ -105,3 +111,13 @@ def test_task_puts_output_fields_last():
     task = StepTask(input_fields=("velocity", "pressure"), output_fields=("velocity",))
     assert task.input_channel_fields == ("pressure", "velocity")
     assert task.residual
+
+
+def test_nan_in_test_split_fails_before_training(tmp_path):
+    path = tmp_path / "waves.h5"
+    values = write_canonical_file(path, n_trajectories=10, n_times=6)
+    clean = prepare_data(canonical_layout(path), TASK, split_seed=1)
+    values[clean.splits["test"][0], 3, 2, 2] = np.inf
+    write_canonical_file(path, n_trajectories=10, n_times=6, vorticity=values)
+    with pytest.raises(NonFiniteValueError, match="fields/vorticity"):
+        prepare_data(canonical_layout(path), TASK, split_seed=1)

@@ -177,3 +177,12 @@ def test_source_pickles_without_handles(canonical_file):
         clone.read("vorticity", 0, slice(0, 2)),
         source.read("vorticity", 0, slice(0, 2)),
     )
+
+
+def test_truncated_file_is_not_called_a_lock_problem(canonical_file):
+    data = canonical_file.read_bytes()
+    canonical_file.write_bytes(data[: len(data) - 5000])
+    with pytest.raises(DataFileError) as error:
+        source_of(canonical_layout(canonical_file))
+    assert "truncated" in str(error.value)
+    assert "failed to lock" not in str(error.value)
