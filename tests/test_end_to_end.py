@@ -142,3 +142,29 @@ def test_condition_on_training_bound_does_not_warn(trained):
         # one unit in the last place outside the stored bounds, as from rounding
         for value in (np.nextafter(low, -np.inf), np.nextafter(high, np.inf)):
             surrogate.sample(torch.zeros(1, 1, 16, 16), {"viscosity": float(value)})
+
+
+@pytest.mark.parametrize(
+    ("inputs", "conditions", "n_samples", "message"),
+    [
+        (torch.zeros(1, 1, 8, 8), {"viscosity": 0.015}, 1, r"training grid"),
+        (torch.zeros(1, 3, 16, 16), {"viscosity": 0.015}, 1, r"\(1, 3, 16, 16\)"),
+        (torch.full((1, 1, 16, 16), float("nan")), {"viscosity": 0.015}, 1, "NaN"),
+        (torch.zeros(1, 1, 16, 16), {"viscosity": float("nan")}, 1, "NaN"),
+        (torch.zeros(1, 1, 16, 16), {"viscosity": 0.015}, 0, "n_samples=0"),
+    ],
+)
+def test_sample_rejects_bad_input(trained, inputs, conditions, n_samples, message):
+    root, _ = trained
+    surrogate = Surrogate.load(root / "cgan")
+    with pytest.raises(ValueError, match=message):
+        surrogate.sample(inputs, conditions, n_samples=n_samples)
+
+
+def test_unknown_condition_is_named(trained):
+    root, _ = trained
+    surrogate = Surrogate.load(root / "cgan")
+    with pytest.raises(KeyError, match="unknown names \\['viscosty'\\]"):
+        surrogate.sample(
+            torch.zeros(1, 1, 16, 16), {"viscosity": 0.015, "viscosty": 0.01}
+        )

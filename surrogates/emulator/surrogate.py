@@ -20,6 +20,11 @@ from surrogates.training import load_checkpoint, resolve_device
 log = logging.getLogger(__name__)
 
 
+def _check_n_samples(n_samples: int) -> None:
+    if int(n_samples) != n_samples or n_samples < 1:
+        raise ValueError(f"n_samples={n_samples!r}; expected an integer >= 1")
+
+
 class Surrogate:
     """A trained conditional generator with the normalization of its training data.
 
@@ -98,9 +103,11 @@ class Surrogate:
         names = self.condition_names
         if isinstance(conditions, Mapping):
             missing = [n for n in names if n not in conditions]
-            if missing:
+            unknown = [n for n in conditions if n not in names]
+            if missing or unknown:
                 raise KeyError(
-                    f"conditions lack {missing}; this surrogate needs {list(names)}"
+                    f"conditions lack {missing} and have unknown names {unknown}; "
+                    f"this surrogate needs exactly {list(names)}"
                 )
             columns = [np.atleast_1d(np.asarray(conditions[n], float)) for n in names]
             values = np.stack(np.broadcast_arrays(*columns), axis=-1) if names else None
@@ -117,6 +124,8 @@ class Surrogate:
             )
         if batch_size is not None and values.shape[0] == 1:
             values = np.repeat(values, batch_size, axis=0)
+        if not np.isfinite(values).all():
+            raise ValueError(f"conditions contain NaN or inf: {values.tolist()}")
         self._warn_out_of_range(values)
         tensor = torch.as_tensor(values, dtype=torch.float64)
         normalized = self.normalizer.normalize_conditions(tensor, names)
@@ -146,17 +155,23 @@ class Surrogate:
 
     def _normalized_inputs(self, inputs) -> torch.Tensor:
         inputs = torch.as_tensor(inputs, dtype=torch.float32, device=self.device)
+        given = tuple(inputs.shape)
         fields = self.task.input_channel_fields
         n_channels = sum(self.fields[f]["n_components"] for f in fields)
         if inputs.ndim == 4:
             inputs = inputs.unsqueeze(1)
-        expected = (self.task.n_steps_input, n_channels)
-        if inputs.ndim != 5 or tuple(inputs.shape[1:3]) != expected:
+        space = tuple(len(self.grid[axis]["values"]) for axis in self.space)
+        expected = (self.task.n_steps_input, n_channels, *space)
+        if inputs.ndim != 5 or tuple(inputs.shape[1:]) != expected:
+            sizes = ", ".join(map(str, expected))
             raise ValueError(
-                f"inputs have shape {tuple(inputs.shape)}; expected (B, "
-                f"{expected[0]}, {expected[1]}, H, W) with channels {list(fields)} "
-                "(or (B, C, H, W) when one input step is used)"
+                f"inputs have shape {given}; expected (B, {sizes})"
+                f" with channels {list(fields)} on the training grid "
+                f"{dict(zip(self.space, space, strict=True))} (or (B, C, H, W) when "
+                "one input step is used)"
             )
+        if not torch.isfinite(inputs).all():
+            raise ValueError("inputs contain NaN or inf; pass finite physical states")
         normalized = self.normalizer.normalize_fields(inputs, fields)
         return normalized.flatten(1, 2)
 
@@ -187,6 +202,7 @@ class Surrogate:
         torch.Tensor
             ``(n_samples, B, C_out, H, W)`` physical states one surrogate step later.
         """
+        _check_n_samples(n_samples)
         normalized = self._normalized_inputs(inputs)
         conditions = self._condition_tensor(conditions, normalized.shape[0])
         outputs = self._step(normalized, conditions, n_samples)
@@ -208,6 +224,7 @@ class Surrogate:
                 f"the inputs {list(task.input_channel_fields)}; this surrogate can "
                 "only sample single steps"
             )
+        _check_n_samples(n_samples)
         window = self._normalized_inputs(initial_state)
         batch_size, n_channels = window.shape[0], window.shape[1] // task.n_steps_input
         conditions = self._condition_tensor(conditions, batch_size)
