@@ -77,13 +77,15 @@ def prepare_data(
         if name not in source.fields:
             raise KeyError(
                 f"task names field {name!r}, but layout {source.layout.name!r} has "
-                f"fields {sorted(source.fields)}"
+                f"fields {sorted(source.fields)}; fix task.input_fields or "
+                "task.output_fields in the data config"
             )
     for name in step_task.conditions:
         if name not in source.parameters:
             raise KeyError(
                 f"task names condition {name!r}, but layout {source.layout.name!r} "
-                f"has parameters {sorted(source.parameters)}"
+                f"has parameters {sorted(source.parameters)}; fix task.conditions "
+                "in the data config"
             )
     if splits is None:
         splits = split_trajectories(source.n_trajectories, split_fractions, split_seed)

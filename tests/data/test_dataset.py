@@ -121,3 +121,11 @@ def test_nan_in_test_split_fails_before_training(tmp_path):
     write_canonical_file(path, n_trajectories=10, n_times=6, vorticity=values)
     with pytest.raises(NonFiniteValueError, match="fields/vorticity"):
         prepare_data(canonical_layout(path), TASK, split_seed=1)
+
+
+def test_task_with_unknown_names_points_to_config_key(canonical_file):
+    layout = canonical_layout(canonical_file)
+    with pytest.raises(KeyError, match=r"fix task\.input_fields"):
+        prepare_data(layout, {**TASK, "input_fields": ["omega"]})
+    with pytest.raises(KeyError, match=r"fix task\.conditions"):
+        prepare_data(layout, {**TASK, "conditions": ["nu"]})
