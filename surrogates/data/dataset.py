@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 @dataclasses.dataclass(frozen=True)
 class StepTask:
-    """What one surrogate step maps from and to.
+    """Inputs, outputs and conditions of one surrogate step.
 
     Parameters
     ----------
@@ -72,7 +72,7 @@ class StepTask:
 
     @property
     def residual(self) -> bool:
-        """Whether the newest input state holds every output field."""
+        """Whether the newest input state contains every output field."""
         return set(self.output_fields) <= set(self.input_fields)
 
 

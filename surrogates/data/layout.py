@@ -33,7 +33,7 @@ class LayoutError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class FieldSpec:
-    """Where one field lives: dataset path, the role of each axis, fixed indices."""
+    """Location of one field: dataset path, the role of each axis, fixed indices."""
 
     path: str
     axes: tuple[str, ...]
@@ -44,7 +44,7 @@ class FieldSpec:
 
 @dataclasses.dataclass(frozen=True)
 class ParameterSpec:
-    """Where one scalar parameter per trajectory lives.
+    """Location of one scalar parameter per trajectory.
 
     Exactly one of ``path`` (a dataset of shape ``(n_trajectories,)``, or of shape
     ``()`` or ``(1,)`` holding one value for the whole file), ``attribute`` (an

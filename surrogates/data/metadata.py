@@ -44,7 +44,7 @@ class FieldInfo:
 
 @dataclass(frozen=True)
 class FileScan:
-    """What one file contributes: its sizes, parameters and, if read, its times.
+    """Contribution of one file: its sizes, parameters and, if read, its times.
 
     ``sizes`` maps ``trajectory`` (absent when fields have no trajectory axis),
     ``time`` (1 when fields have no time axis) and each spatial axis to its size.

@@ -21,8 +21,8 @@ log = logging.getLogger(__name__)
 class Normalizer:
     """Per-channel affine maps for fields and per-parameter maps for conditions.
 
-    ``field_mean[name]`` and ``field_std[name]`` hold one value per component of the
-    field; conditions are centred and scaled by the training mean and standard
+    ``field_mean[name]`` and ``field_std[name]`` contain one value per component of
+    the field. Conditions are centred and scaled by the training mean and standard
     deviation, and their training range is kept for out-of-range warnings.
     """
 

@@ -155,7 +155,7 @@ class Surrogate:
 
     def _normalized_inputs(self, inputs) -> torch.Tensor:
         inputs = torch.as_tensor(inputs, dtype=torch.float32, device=self.device)
-        given = tuple(inputs.shape)
+        input_shape = tuple(inputs.shape)
         fields = self.task.input_channel_fields
         n_channels = sum(self.fields[f]["n_components"] for f in fields)
         if inputs.ndim == 4:
@@ -165,7 +165,7 @@ class Surrogate:
         if inputs.ndim != 5 or tuple(inputs.shape[1:]) != expected:
             sizes = ", ".join(map(str, expected))
             raise ValueError(
-                f"inputs have shape {given}; expected (B, {sizes})"
+                f"inputs have shape {input_shape}; expected (B, {sizes})"
                 f" with channels {list(fields)} on the training grid "
                 f"{dict(zip(self.space, space, strict=True))} (or (B, C, H, W) when "
                 "one input step is used)"

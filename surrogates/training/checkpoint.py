@@ -226,7 +226,7 @@ def load_checkpoint(path: Path | str, *, with_state: bool = True) -> Checkpoint:
     Raises
     ------
     CheckpointError
-        If a file is missing or corrupt, or ``state.pt`` holds anything but tensors
+        If a file is missing or corrupt, or ``state.pt`` contains anything but tensors
         and plain data (for example a pickled callable).
     """
     path = resolve_checkpoint(path)

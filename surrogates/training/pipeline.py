@@ -68,7 +68,7 @@ def prepare_data(
     """Open the data of a layout, split it by trajectory and fit normalization.
 
     ``splits`` and ``normalization`` from an earlier run (a checkpoint) are reused
-    as they are; otherwise the split is drawn with ``split_seed`` and statistics are
+    as they are. Otherwise the split is drawn with ``split_seed``, and statistics are
     fitted on the training trajectories alone.
     """
     source = HDF5Source(layout_from_dict(layout))

@@ -1,4 +1,4 @@
-"""What a checkpoint stores of a trainer, and how a trainer is restored from it.
+"""Saving a trainer to a checkpoint and restoring a trainer from one.
 
 The weights keep the names that evaluation and emulation read: ``generator``,
 ``ema`` (the ``AveragedModel`` state, keys prefixed ``module.`` plus

@@ -34,7 +34,7 @@ def make_trainer(canonical_file, run_dir, **options) -> Trainer:
 
 
 def test_resume_matches_straight_run(canonical_file, tmp_path):
-    # 6 + 6 steps with a resume in between must equal 12 straight steps; the
+    # 6 + 6 steps with a resume in between must equal 12 straight steps. The
     # training set has 30 samples, so batch 4 crosses an epoch boundary mid-run.
     straight = make_trainer(canonical_file, tmp_path / "straight", max_steps=12)
     straight.fit()
