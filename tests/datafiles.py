@@ -224,13 +224,19 @@ def write_well_file(
     return {"tracer": tracer, "velocity": velocity}
 
 
+def pdebench_name(mach: float, eta: float = 0.01, zeta: float = 0.01) -> str:
+    """Return a PDEBench-style CFD file name that carries the run's parameters."""
+    return f"2D_CFD_M{float(mach)}_Eta{float(eta)}_Zeta{float(zeta)}_Train.hdf5"
+
+
 def write_pdebench_file(
     path, *, n_samples: int = 3, n_times: int = 4, n_grid: int = N_GRID, seed: int = 0
 ) -> dict[str, np.ndarray]:
     """Write a 2D file laid out like PDEBench's CFD files; return the variables.
 
     One dataset per variable of shape ``(n_samples, n_times, x, y)``, and
-    ``t-coordinate`` with ``n_times + 1`` entries (the last one extra).
+    ``t-coordinate`` with ``n_times + 1`` entries (the last one extra). PDEBench
+    keeps the parameters only in the file name, see :func:`pdebench_name`.
     """
     rng = np.random.default_rng(seed)
     shape = (n_samples, n_times, n_grid, n_grid)

@@ -43,7 +43,9 @@ def expand_files(patterns: Sequence[str], layout_name: str = "dataset") -> list[
                 f"layout {layout_name!r}: no file matches {pattern!r} (working "
                 f"directory {os.getcwd()}); create it or fix 'files' in the layout"
             )
-        paths.extend(Path(m).resolve() for m in matches)
+        # Absolute but not resolved: a symbolic link keeps its own name, which a
+        # layout may read parameters from.
+        paths.extend(Path(os.path.abspath(m)) for m in matches)
     return paths
 
 

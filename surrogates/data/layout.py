@@ -12,11 +12,19 @@ Files are joined along trajectories (``join: trajectory``, the default: each fil
 its trajectories) or along time (``join: time``: the files matched by one pattern of
 ``files`` are consecutive pieces of the same trajectories, ordered by their time
 coordinates).
+
+A parameter comes from a dataset (``path``), a root attribute (``attribute``), a
+constant (``value``) or the file's name (``filename_regex``), for solvers that keep a
+run's parameters only there, such as PDEBench's ``2D_CFD_M0.1_Eta0.01_...hdf5``. The
+regular expression is searched for in the file name without its directory and has
+exactly one capture group, whose text is parsed as a float and given to every
+trajectory of that file: ``M: {filename_regex: '_M([0-9.eE+-]+)_'}``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -48,13 +56,21 @@ class ParameterSpec:
 
     Exactly one of ``path`` (a dataset of shape ``(n_trajectories,)``, or of shape
     ``()`` or ``(1,)`` holding one value for the whole file), ``attribute`` (an
-    attribute of the file's root group, numbers or JSON text) and ``value`` (a
-    constant) is set.
+    attribute of the file's root group, numbers or JSON text), ``value`` (a
+    constant) and ``filename_regex`` is set.
+
+    ``filename_regex`` is a regular expression searched for (as by ``re.search``)
+    in the file's name without its directory. It has exactly one capture group, and
+    the captured text, a decimal number such as ``0.1``, ``-2`` or ``1e-3``, is the
+    value for every trajectory of that file. ``'_M([0-9.eE+-]+)_'`` reads 0.1 from
+    ``2D_CFD_M0.1_Eta0.01_Zeta0.01_Train.hdf5``. Files joined along time must all
+    give the same value. A symbolic link is matched by its own name.
     """
 
     path: str | None = None
     attribute: str | None = None
     value: float | None = None
+    filename_regex: str | None = None
     units: str | None = None
     long_name: str | None = None
 
@@ -138,14 +154,7 @@ class Layout:
         for name, spec in self.fields.items():
             _check_field_axes(self, name, spec)
         for name, spec in self.parameters.items():
-            n_sources = sum(
-                x is not None for x in (spec.path, spec.attribute, spec.value)
-            )
-            if n_sources != 1:
-                raise LayoutError(
-                    f"layout {self.name!r}: parameter {name!r} must set exactly one of "
-                    f"'path', 'attribute' or 'value', got {n_sources}"
-                )
+            _check_parameter(self, name, spec)
         unknown = set(self.grid) - {TIME, *self.space}
         if unknown:
             raise LayoutError(
@@ -206,6 +215,50 @@ def _check_field_axes(layout: Layout, name: str, spec: FieldSpec) -> None:
             raise LayoutError(
                 f"{where}: either every field or no field has a {role!r} axis"
             )
+
+
+def _check_parameter(layout: Layout, name: str, spec: ParameterSpec) -> None:
+    where = f"layout {layout.name!r}, parameter {name!r}"
+    sources = (spec.path, spec.attribute, spec.value, spec.filename_regex)
+    n_sources = sum(source is not None for source in sources)
+    if n_sources != 1:
+        raise LayoutError(
+            f"{where}: must set exactly one of 'path', 'attribute', 'value' or "
+            f"'filename_regex', got {n_sources}"
+        )
+    if spec.filename_regex is not None:
+        compile_filename_regex(spec.filename_regex, where)
+
+
+def compile_filename_regex(pattern: str, where: str) -> re.Pattern:
+    """Compile a parameter's ``filename_regex`` and check its one capture group.
+
+    Raises
+    ------
+    LayoutError
+        If ``pattern`` is not a string, does not compile, or has no or several
+        capture groups. The message starts with ``where``.
+    """
+    example = "e.g. '_M([0-9.eE+-]+)_' for '..._M0.1_...'"
+    if not isinstance(pattern, str):
+        raise LayoutError(
+            f"{where}: filename_regex={pattern!r} is not a string; quote the "
+            f"regular expression, {example}"
+        )
+    try:
+        compiled = re.compile(pattern)
+    except re.error as error:
+        raise LayoutError(
+            f"{where}: filename_regex {pattern!r} is not a valid regular "
+            f"expression ({error}); fix it, {example}"
+        ) from error
+    if compiled.groups != 1:
+        raise LayoutError(
+            f"{where}: filename_regex {pattern!r} has {compiled.groups} capture "
+            "groups, expected exactly 1 around the number; write other groups as "
+            f"non-capturing (?:...), {example}"
+        )
+    return compiled
 
 
 def _check_grid_axis(layout: Layout, axis: str, spec: AxisSpec) -> None:

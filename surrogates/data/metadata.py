@@ -5,6 +5,7 @@ Only attributes, shapes and small 1D datasets are read here; field values never 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +30,11 @@ from surrogates.data.layout import (
     Layout,
     LayoutError,
     ParameterSpec,
+    compile_filename_regex,
 )
+
+# A decimal number as solvers print it in file names: 0.1, -2, 1., .5, 1e-3, 2.5E+04.
+NUMBER = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 
 
 @dataclass(frozen=True)
@@ -149,7 +154,10 @@ def read_parameter(
     where = f"{handle.filename}: parameter {name!r}"
     if spec.value is not None:
         return np.full(n_local, float(spec.value))
-    if spec.attribute is not None:
+    if spec.filename_regex is not None:
+        values = np.array([value_from_filename(handle.filename, spec, name)])
+        source = f"filename_regex {spec.filename_regex!r}"
+    elif spec.attribute is not None:
         raw = root_attribute(handle, spec.attribute, f"parameter {name!r}")
         values = attribute_numbers(raw, f"{where}: attribute {spec.attribute!r}")
         source = f"attribute {spec.attribute!r}"
@@ -170,6 +178,42 @@ def read_parameter(
             f"{int(np.flatnonzero(~np.isfinite(values))[0])}"
         )
     return values
+
+
+def value_from_filename(path: str | Path, spec: ParameterSpec, name: str) -> float:
+    """Parse parameter ``name`` from the name of the file at ``path``.
+
+    ``spec.filename_regex`` is searched for in the file name without its directory,
+    and the text of its one capture group is parsed as a decimal number.
+
+    Raises
+    ------
+    LayoutError
+        If the regular expression does not compile or has no or several capture
+        groups.
+    DataFileError
+        If it does not match the file name, or captures text that is not a number.
+    """
+    filename = Path(path).name
+    where = f"{path}: parameter {name!r}"
+    pattern = spec.filename_regex
+    match = compile_filename_regex(pattern, where).search(filename)
+    if match is None:
+        raise DataFileError(
+            f"{where}: filename_regex {pattern!r} does not match the file name "
+            f"{filename!r}; fix the regular expression, or restrict 'files' to "
+            "files whose names contain the parameter"
+        )
+    text = match.group(1)
+    if text is None or NUMBER.fullmatch(text) is None:
+        captured = "nothing" if text is None else repr(text)
+        raise DataFileError(
+            f"{where}: filename_regex {pattern!r} captures {captured} from the file "
+            f"name {filename!r}, which is not a number; make the capture group "
+            "cover only the number, e.g. end the expression with the text that "
+            "follows it ('_' or '\\.hdf5')"
+        )
+    return float(text)
 
 
 def read_grid(

@@ -11,6 +11,7 @@ import torch
 import yaml
 from datafiles import (
     canonical_layout,
+    pdebench_name,
     write_pdebench_file,
     write_snapshot_files,
     write_well_file,
@@ -74,7 +75,7 @@ def test_well_files_read_without_conversion(tmp_path):
 
 
 def test_pdebench_time_coordinate_slice(tmp_path):
-    path = tmp_path / "cfd.hdf5"
+    path = tmp_path / pdebench_name(0.1)
     variables = write_pdebench_file(path)
     source = source_of(config_layout("pdebench_example", path))
     assert source.n_times == 4
@@ -85,14 +86,14 @@ def test_pdebench_time_coordinate_slice(tmp_path):
 
 
 def test_pdebench_without_slice_names_lengths(tmp_path):
-    path = tmp_path / "cfd.hdf5"
+    path = tmp_path / pdebench_name(0.1)
     write_pdebench_file(path)
     layout = config_layout("pdebench_example", path)
     layout["grid"]["time"] = {"path": "t-coordinate"}
     with pytest.raises(DataFileError) as error:
         source_of(layout)
     message = str(error.value)
-    assert "cfd.hdf5" in message
+    assert path.name in message
     assert "'t-coordinate'" in message
     assert "has 5 values" in message
     assert "slice: [0, -1]" in message
