@@ -12,7 +12,13 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import (
+    BatchSampler,
+    DataLoader,
+    Dataset,
+    Sampler,
+    SequentialSampler,
+)
 
 from surrogates.data.chunks import ReadPlan
 from surrogates.data.normalization import Normalizer
@@ -37,6 +43,9 @@ class StepTask:
         Number of past states shown (``t``, ``t - k``, ...).
     step_stride
         Snapshot indices spanned by one surrogate step, ``k``.
+    n_steps_output
+        Future states per sample, ``t + k`` to ``t + n_steps_output * k``; more
+        than one serves unrolled training and temporal discriminators.
     """
 
     input_fields: tuple[str, ...]
@@ -44,6 +53,7 @@ class StepTask:
     conditions: tuple[str, ...] = ()
     n_steps_input: int = 1
     step_stride: int = 1
+    n_steps_output: int = 1
 
     def __post_init__(self) -> None:
         for name in ("input_fields", "output_fields", "conditions"):
@@ -52,10 +62,12 @@ class StepTask:
             raise ValueError(
                 "task: input_fields and output_fields must each name at least one field"
             )
-        if self.n_steps_input < 1 or self.step_stride < 1:
+        counts = ("n_steps_input", "step_stride", "n_steps_output")
+        if min(getattr(self, name) for name in counts) < 1:
             raise ValueError(
-                f"task: n_steps_input={self.n_steps_input} and step_stride="
-                f"{self.step_stride} must both be at least 1"
+                f"task: n_steps_input={self.n_steps_input}, step_stride="
+                f"{self.step_stride} and n_steps_output={self.n_steps_output} must "
+                "each be at least 1"
             )
 
     @property
@@ -118,8 +130,14 @@ class StepDataset(Dataset):
 
     ``inputs`` has shape ``(n_steps_input * C_in, H, W)``, oldest state first;
     ``conditions`` has shape ``(n_conditions,)``; ``targets`` has ``(C_out, H, W)``.
-    All are normalized float32. ``trajectory`` and ``time`` (the index of the newest
-    input snapshot) identify the sample.
+    With ``task.n_steps_output > 1`` a sample also has ``target_sequence``,
+    ``(n_steps_output, C_out, H, W)``: the states at ``t + k, ..., t + n k``, whose
+    first entry is ``targets``. All are normalized float32. ``trajectory`` and
+    ``time`` (the index of the newest input snapshot) identify the sample.
+
+    :meth:`read_batch` reads several samples into one preallocated batch and
+    normalizes and checks them together; :func:`make_loader` uses it, so a loader
+    pays the per-sample Python cost of indexing and collation once per batch.
 
     Building the dataset sizes the source's chunk caches for the time window of one
     sample (:meth:`HDF5Source.plan_reads`).
@@ -136,23 +154,22 @@ class StepDataset(Dataset):
         self.trajectories = list(trajectories)
         self.task = task
         self.normalizer = normalizer
-        self._affine: dict[tuple[str, ...], tuple[torch.Tensor, torch.Tensor]] = {}
-        span = (task.n_steps_input - 1) * task.step_stride
-        first, last = span, source.n_times - 1 - task.step_stride
+        k = task.step_stride
+        lookback = (task.n_steps_input - 1) * k
+        first, last = lookback, source.n_times - 1 - task.n_steps_output * k
         if last < first:
             raise ValueError(
                 f"{source.n_times} snapshots per trajectory are too few for "
-                f"n_steps_input={task.n_steps_input} and step_stride="
-                f"{task.step_stride}; lower them or write longer trajectories"
+                f"n_steps_input={task.n_steps_input}, n_steps_output="
+                f"{task.n_steps_output} and step_stride={k}; lower them or write "
+                "longer trajectories"
             )
         self.index = [
             (tr, t) for tr in self.trajectories for t in range(first, last + 1)
         ]
+        n_states = task.n_steps_input + task.n_steps_output
         source.plan_reads(
-            ReadPlan(
-                time_span=span + task.step_stride + 1,
-                n_read_times=task.n_steps_input + 1,
-            )
+            ReadPlan(time_span=(n_states - 1) * k + 1, n_read_times=n_states)
         )
         conditions = (
             np.stack([source.parameters[name] for name in task.conditions], axis=-1)
@@ -162,53 +179,116 @@ class StepDataset(Dataset):
         self.conditions = normalizer.normalize_conditions(
             torch.as_tensor(conditions, dtype=torch.float64), task.conditions
         ).float()
+        fields = task.input_channel_fields
+        self._inputs = _FieldGroup(source, normalizer, fields)
+        self._outputs = (
+            None
+            if fields == task.output_fields
+            else _FieldGroup(source, normalizer, task.output_fields)
+        )
 
     def __len__(self) -> int:
         return len(self.index)
 
-    def read_states(self, trajectory: int, times: slice, fields: Sequence[str]):
-        """Read and normalize fields at the given times, ``(T, C, H, W)``."""
-        arrays = [self.source.read(name, trajectory, times) for name in fields]
-        joined = arrays[0] if len(arrays) == 1 else np.concatenate(arrays, axis=1)
-        values = torch.from_numpy(joined)
-        mean, std = self._field_affine(tuple(fields))
-        # In place, because HDF5Source.read returns a new array on every call: the
-        # float32 arithmetic of Normalizer.normalize_fields without temporaries.
-        return values.sub_(mean).div_(std)
-
-    def _field_affine(self, fields: tuple[str, ...]):
-        # Mean and std per channel, (C, 1, 1) float32, built once per field tuple.
-        if fields not in self._affine:
-            mean = [m for name in fields for m in self.normalizer.field_mean[name]]
-            std = [s for name in fields for s in self.normalizer.field_std[name]]
-            shape = (len(mean), 1, 1)
-            self._affine[fields] = (
-                torch.tensor(mean, dtype=torch.float32).view(shape),
-                torch.tensor(std, dtype=torch.float32).view(shape),
-            )
-        return self._affine[fields]
-
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        trajectory, time = self.index[i]
+        return {key: value[0] for key, value in self.read_batch([i]).items()}
+
+    def read_batch(self, indices: Sequence[int]) -> dict[str, torch.Tensor]:
+        """Read the samples ``indices`` as one batch, each key with a leading ``B``.
+
+        Raises
+        ------
+        NonFiniteValueError
+            If a value read is NaN or inf, naming file, dataset and index.
+        """
         task = self.task
-        k = task.step_stride
-        start = time - (task.n_steps_input - 1) * k
-        window = slice(start, time + k + 1, k)
-        in_fields = task.input_channel_fields
-        if tuple(task.output_fields) == in_fields:
-            states = self.read_states(trajectory, window, in_fields)
-            inputs, targets = states[:-1], states[-1]
+        k, n_in, n_out = task.step_stride, task.n_steps_input, task.n_steps_output
+        places = [self.index[i] for i in indices]
+        starts = [(trajectory, time - (n_in - 1) * k) for trajectory, time in places]
+        if self._outputs is None:
+            # Output fields are the input fields: one read of the whole window.
+            states = self._inputs.read_batch(starts, n_in + n_out, k)
+            inputs, outputs = states[:, :n_in], states[:, n_in:]
         else:
-            inputs = self.read_states(trajectory, slice(start, time + 1, k), in_fields)
-            after = slice(time + k, time + k + 1)
-            targets = self.read_states(trajectory, after, task.output_fields)[0]
-        return {
-            "inputs": inputs.reshape(-1, *inputs.shape[-2:]),
-            "conditions": self.conditions[trajectory],
-            "targets": targets,
-            "trajectory": torch.tensor(trajectory),
-            "time": torch.tensor(time),
+            inputs = self._inputs.read_batch(starts, n_in, k)
+            after = [(trajectory, time + k) for trajectory, time in places]
+            outputs = self._outputs.read_batch(after, n_out, k)
+        trajectories = torch.tensor([tr for tr, _ in places])
+        batch = {
+            "inputs": inputs.flatten(1, 2),
+            "conditions": self.conditions[trajectories],
+            "targets": outputs[:, 0],
+            "trajectory": trajectories,
+            "time": torch.tensor([t for _, t in places]),
         }
+        if task.n_steps_output > 1:
+            batch["target_sequence"] = outputs
+        return batch
+
+
+class _FieldGroup:
+    """Fields read side by side as channels: reading into and normalizing batches."""
+
+    def __init__(
+        self, source: HDF5Source, normalizer: Normalizer, fields: Sequence[str]
+    ) -> None:
+        self.source = source
+        self.fields = tuple(fields)
+        widths = [source.fields[name].n_components for name in self.fields]
+        edges = np.cumsum([0, *widths]).tolist()
+        # (field, first channel, end channel) in the batch's channel axis
+        self.slots = list(zip(self.fields, edges[:-1], edges[1:], strict=True))
+        mean = [m for name in self.fields for m in normalizer.field_mean[name]]
+        std = [s for name in self.fields for s in normalizer.field_std[name]]
+        shape = (len(mean), *[1] * len(source.space_shape))
+        # float32 per channel, as Normalizer.normalize_fields uses; a multiply by
+        # the float32 reciprocal would differ from its division in the last bit.
+        self.mean = np.array(mean, dtype=np.float32).reshape(shape)
+        self.std = np.array(std, dtype=np.float32).reshape(shape)
+
+    def read_batch(
+        self, starts: Sequence[tuple[int, int]], n_times: int, stride: int
+    ) -> torch.Tensor:
+        """Read normalized windows of ``n_times`` states, ``(B, T, C, *space)``.
+
+        ``starts`` holds one ``(trajectory, first time index)`` pair per sample;
+        the states are ``stride`` time indices apart.
+
+        Raises
+        ------
+        NonFiniteValueError
+            If a value is NaN or inf.
+        """
+        n_channels = self.slots[-1][2]
+        shape = (len(starts), n_times, n_channels, *self.source.space_shape)
+        values = np.empty(shape, dtype=np.float32)
+        windows = [
+            (trajectory, slice(first, first + (n_times - 1) * stride + 1, stride))
+            for trajectory, first in starts
+        ]
+        for b, (trajectory, times) in enumerate(windows):
+            for name, lo, hi in self.slots:
+                self.source.read_into(name, trajectory, times, values[b, :, lo:hi])
+        # numpy rather than torch: these single-threaded passes over a batch do not
+        # wait on torch's intra-op threads, which stall when the cores are busy.
+        np.subtract(values, self.mean, out=values)
+        np.divide(values, self.std, out=values)
+        # One reduction instead of an elementwise check: the sum is finite unless a
+        # value is NaN or inf, or (rarely) finite values overflow when added.
+        with np.errstate(over="ignore"):
+            total = values.sum()
+        if not np.isfinite(total):
+            self._raise_non_finite(values, windows)
+        return torch.from_numpy(values)
+
+    def _raise_non_finite(self, values: np.ndarray, windows) -> None:
+        # Re-read each sample that has a non-finite value with the source's check,
+        # whose error names file, dataset and index. Returns if the sum overflowed.
+        finite = np.isfinite(values.reshape(len(values), -1)).all(axis=1)
+        for b in np.flatnonzero(~finite).tolist():
+            trajectory, times = windows[b]
+            for name in self.fields:
+                self.source.read(name, trajectory, times)
 
 
 class EpochSampler(Sampler[int]):
@@ -256,6 +336,19 @@ class EpochSampler(Sampler[int]):
         return len(self._order()) - self.start
 
 
+class _Batches(Dataset):
+    """Items are whole batches, each read by one :meth:`StepDataset.read_batch`."""
+
+    def __init__(self, dataset: StepDataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        return self.dataset.read_batch(indices)
+
+
 def make_loader(
     dataset: StepDataset,
     *,
@@ -266,24 +359,26 @@ def make_loader(
     pin_memory: bool = False,
     seed: int | None = None,
 ) -> DataLoader:
-    """Build a DataLoader whose workers each open their own HDF5 handles.
+    """Build a DataLoader of batches that each worker reads with its own HDF5 handles.
 
-    Closes the parent's handles first, so that no HDF5 file is open in the parent
-    process when workers start. With ``seed``, the loader draws its worker base seed
-    from its own generator instead of the global torch generator, so creating a
-    loader (as a resumed run does mid-epoch) leaves the global random stream as it
-    was. Logs (once per dataset) chunks that contain many more samples than a
-    batch.
+    Each batch is read by one :meth:`StepDataset.read_batch` call, in the order of
+    ``sampler`` (sequential when None), and equals the default collation of the
+    samples ``dataset[i]``. The parent's handles are closed first, so that no HDF5
+    file is open in the parent process when workers start. With ``seed``, the
+    loader draws its worker base seed from its own generator instead of the global
+    torch generator, so creating a loader (as a resumed run does mid-epoch) leaves
+    the global random stream as it was. Logs (once per dataset) chunks that contain
+    many more samples than a batch.
     """
     generator = None if seed is None else torch.Generator().manual_seed(seed)
     dataset.source.check_chunking(batch_size)
     dataset.source.close()
+    order = SequentialSampler(dataset) if sampler is None else sampler
     return DataLoader(
-        dataset,
-        batch_size=batch_size,
-        sampler=sampler,
+        _Batches(dataset),
+        batch_size=None,
+        sampler=BatchSampler(order, batch_size, drop_last),
         num_workers=num_workers,
-        drop_last=drop_last,
         pin_memory=pin_memory,
         persistent_workers=False,
         generator=generator,

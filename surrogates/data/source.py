@@ -22,6 +22,7 @@ from surrogates.data.chunks import (
     chunk_geometry,
     warn_chunking,
 )
+from surrogates.data.direct import DirectReader, direct_reader, open_fd
 from surrogates.data.files import (
     DataFileError,
     NonFiniteValueError,
@@ -86,6 +87,9 @@ class HDF5Source:
     def __init__(self, layout: Layout) -> None:
         self.layout = layout
         self._handles: dict[int, h5py.File] = {}
+        self._fds: dict[int, int] = {}
+        self._direct: dict[tuple[int, str], DirectReader | None] = {}
+        self._in_place: dict[str, bool] = {}
         self.read_plan = ReadPlan()
         self.cache_bytes = layout.cache_bytes or DEFAULT_CACHE_BYTES
         n_paths = len({spec.path for spec in layout.fields.values()})
@@ -204,33 +208,43 @@ class HDF5Source:
 
     # handles
 
-    def _handle(self, file_index: int) -> h5py.File:
+    def _check_pid(self) -> None:
         if self._pid != os.getpid():
             # A forked child inherits the parent's handles; never use them.
-            self._handles = {}
+            self._handles, self._fds, self._direct = {}, {}, {}
             self._datasets.clear()
             self._pid = os.getpid()
+
+    def _handle(self, file_index: int) -> h5py.File:
+        self._check_pid()
         handle = self._handles.pop(file_index, None)
         if handle is None:
             handle = open_hdf5(self.files[file_index], locking=self.layout.locking)
             if len(self._handles) >= MAX_OPEN_FILES:
-                oldest = next(iter(self._handles))
-                self._datasets.close_file(oldest)
-                self._handles.pop(oldest).close()
+                self._close_file(next(iter(self._handles)))
         self._handles[file_index] = handle  # most recently used last
         return handle
+
+    def _close_file(self, file_index: int) -> None:
+        self._datasets.close_file(file_index)
+        self._handles.pop(file_index).close()
+        fd = self._fds.pop(file_index, None)
+        if fd is not None:
+            os.close(fd)
+        for key in [k for k in self._direct if k[0] == file_index]:
+            del self._direct[key]
 
     def close(self) -> None:
         """Close every file handle this process opened."""
         self._datasets.clear()
         if self._pid == os.getpid():
-            for handle in self._handles.values():
-                handle.close()
-        self._handles = {}
+            for file_index in list(self._handles):
+                self._close_file(file_index)
+        self._handles, self._fds, self._direct = {}, {}, {}
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
-        state["_handles"] = {}
+        state["_handles"], state["_fds"], state["_direct"] = {}, {}, {}
         state["_datasets"] = OpenDatasets(self.cache_bytes, self._datasets.n_paths)
         return state
 
@@ -265,26 +279,64 @@ class HDF5Source:
             If the values contain NaN or inf; the message names file, dataset and
             the first offending index.
         """
-        spec = self.layout.fields[field]
-        series, local = self._trajectories[trajectory]
+        requested = self._requested(times)
+        shape = (len(requested), self.fields[field].n_components, *self.space_shape)
+        values = np.empty(shape, dtype=np.float32)
+        self._fill(values, field, trajectory, requested)
+        if check_finite and not np.isfinite(values).all():
+            spec = self.layout.fields[field]
+            self._raise_non_finite(values, field, spec, trajectory, requested)
+        return values
+
+    def read_into(
+        self, field: str, trajectory: int, times: slice, out: np.ndarray
+    ) -> None:
+        """Read as :meth:`read` does, into ``out``, without the NaN/inf check.
+
+        ``out`` is a float32 array of shape ``(n_times, n_components, *space)``,
+        for example one sample's slot in a batch; a C-contiguous one is filled
+        straight from the file when the dataset allows it.
+        """
+        requested = self._requested(times)
+        shape = (len(requested), self.fields[field].n_components, *self.space_shape)
+        if out.shape != shape or out.dtype != np.float32:
+            raise ValueError(
+                f"out has shape {out.shape} and dtype {out.dtype}; field {field!r} "
+                f"at {len(requested)} times needs {shape} float32"
+            )
+        self._fill(out, field, trajectory, requested)
+
+    def _requested(self, times: slice) -> range:
         requested = range(self.n_times)[times]
         if requested.step < 1:
             raise ValueError(f"times={times} must have a positive step")
-        blocks = []
+        return requested
+
+    def _fill(
+        self, out: np.ndarray, field: str, trajectory: int, requested: range
+    ) -> None:
+        spec = self.layout.fields[field]
+        series, local = self._trajectories[trajectory]
+        self._check_pid()
+        position = 0
         for file_index, local_times in time_pieces(self._series[series], requested):
-            handle = self._handle(file_index)
-            dataset = self._datasets.get(handle, file_index, spec, self.read_plan)
             index = tuple(
                 self._index_for(axis, spec, local, local_times) for axis in spec.axes
             )
-            blocks.append(self._to_model_layout(dataset[index], spec))
-        if not blocks:
-            shape = (0, self.fields[field].n_components, *self.space_shape)
-            return np.zeros(shape, dtype=np.float32)
-        values = blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
-        if check_finite and not np.isfinite(values).all():
-            self._raise_non_finite(values, field, spec, trajectory, requested)
-        return values
+            reader = self._direct.get((file_index, spec.path), False)
+            if reader is False:
+                reader = self._open_direct(file_index, spec)
+            n = len(range(local_times.start, local_times.stop, local_times.step))
+            target = out[position : position + n]
+            position += n
+            if self._read_in_place(reader, spec.path, index, target):
+                continue
+            values = None if reader is None else reader.read(index)
+            if values is None:
+                handle = self._handle(file_index)
+                dataset = self._datasets.get(handle, file_index, spec, self.read_plan)
+                values = dataset[index]
+            target[...] = self._to_model_layout(values, spec)
 
     @staticmethod
     def _index_for(axis: str, spec: FieldSpec, local: int, times: slice):
@@ -297,6 +349,7 @@ class HDF5Source:
         return slice(None)
 
     def _to_model_layout(self, values: np.ndarray, spec: FieldSpec) -> np.ndarray:
+        # A view of values in the axis order (time, component, *space).
         kept = [a for a in spec.axes if a != TRAJECTORY and a not in spec.select]
         if TIME not in kept:
             values = values[np.newaxis]
@@ -304,8 +357,32 @@ class HDF5Source:
         if COMPONENT not in kept:
             values = values[..., np.newaxis]
             kept.append(COMPONENT)
-        order = [kept.index(a) for a in (TIME, COMPONENT, *self.layout.space)]
-        return np.ascontiguousarray(values.transpose(order), dtype=np.float32)
+        return values.transpose(
+            [kept.index(a) for a in (TIME, COMPONENT, *self.layout.space)]
+        )
+
+    def _read_in_place(self, reader, path: str, index, target: np.ndarray) -> bool:
+        # Whether the reader put the bytes straight into target (no conversion).
+        if reader is None or not self._in_place[path]:
+            return False
+        return target.flags.c_contiguous and reader.read(index, target) is not None
+
+    def _open_direct(self, file_index: int, spec: FieldSpec) -> DirectReader | None:
+        # The direct reader of one dataset, or None where h5py must read it.
+        handle = self._handle(file_index)
+        dataset = self._datasets.get(handle, file_index, spec, self.read_plan)
+        if file_index not in self._fds:
+            self._fds[file_index] = open_fd(self.files[file_index])
+        reader = direct_reader(dataset, self._fds[file_index])
+        self._direct[file_index, spec.path] = reader
+        if spec.path not in self._in_place:
+            # Bytes can go straight into the output when they are native float32
+            # in the output's axis order (axes of size 1 aside).
+            kept = [a for a in spec.axes if a != TRAJECTORY and a not in spec.select]
+            model = [a for a in (TIME, COMPONENT, *self.layout.space) if a in kept]
+            native = dataset.dtype == np.dtype(np.float32)
+            self._in_place[spec.path] = native and kept == model
+        return reader
 
     def _raise_non_finite(
         self, values: np.ndarray, field: str, spec: FieldSpec, trajectory: int, times
