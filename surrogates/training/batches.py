@@ -7,7 +7,7 @@ import logging
 import torch
 from torch.utils.data import Dataset
 
-from surrogates.data import EpochSampler, make_loader
+from surrogates.data import ChunkSampler, make_loader
 
 log = logging.getLogger(__name__)
 
@@ -18,9 +18,11 @@ class BatchStream:
     The position ``(epoch, batch_in_epoch)`` counts the batches taken so far, so a
     stream set to a saved position yields exactly the batches that a run without
     the interruption would have seen next. The order of epoch ``e`` depends only on
-    ``seed + e`` (:class:`~surrogates.data.EpochSampler`), and each epoch's loader
-    seeds its workers from its own generator with that number. Incomplete last
-    batches are dropped.
+    ``seed`` and ``e``: a :class:`~surrogates.data.ChunkSampler`, which shuffles
+    across chunks but keeps the samples of a compressed chunk close together, so
+    that each chunk is decompressed about once per epoch. Each epoch's loader seeds
+    its workers from its own generator with ``seed + e``. Incomplete last batches
+    are dropped.
 
     Parameters
     ----------
@@ -55,7 +57,9 @@ class BatchStream:
         self.seed = seed
         self.num_workers = num_workers
         self.pin_memory = pin_memory
-        self.sampler = EpochSampler(len(dataset), seed=seed)
+        self.sampler = ChunkSampler.for_dataset(
+            dataset, seed=seed, batch_size=batch_size, num_workers=num_workers
+        )
         self.steps_per_epoch = len(dataset) // batch_size
         if self.steps_per_epoch == 0:
             raise ValueError(
