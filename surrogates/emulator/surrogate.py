@@ -14,7 +14,7 @@ import xarray as xr
 
 from surrogates.data import Normalizer, StepTask
 from surrogates.emulator.export import dataset_to_canonical
-from surrogates.models import UNetGenerator
+from surrogates.models import UNetGenerator, autoregressive_rollout
 from surrogates.training import load_checkpoint, resolve_device
 
 log = logging.getLogger(__name__)
@@ -230,13 +230,11 @@ class Surrogate:
         conditions = self._condition_tensor(conditions, batch_size)
         window = window.repeat(n_samples, 1, 1, 1)
         conditions = conditions.repeat(n_samples, 1)
-        states = [window[:, -n_channels:]]
         with torch.no_grad():
-            for _ in range(n_steps):
-                state = self.generator(window, conditions)
-                states.append(state)
-                window = torch.cat([window[:, n_channels:], state], dim=1)
-        stacked = torch.stack(states, dim=1)
+            generated = autoregressive_rollout(
+                self.generator, window, conditions, n_steps
+            )
+        stacked = torch.cat([window[:, None, -n_channels:], generated], dim=1)
         physical = self.normalizer.denormalize_fields(stacked, task.output_fields)
         return physical.view(n_samples, batch_size, *physical.shape[1:])
 

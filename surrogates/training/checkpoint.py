@@ -2,7 +2,8 @@
 
 A checkpoint is a directory ``step_<N>/`` holding
 
-- ``weights.safetensors``: model weights (generator, EMA generator, discriminator),
+- ``weights.safetensors``: model weights (generator, EMA generator, discriminator,
+  and the temporal discriminator of runs that train one),
 - ``state.pt``: optimizer and random-generator states, tensors and plain numbers only,
   loaded with ``torch.load(weights_only=True)``,
 - ``meta.json``: everything else (config, normalization, layout, step, metrics).

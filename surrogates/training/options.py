@@ -45,6 +45,18 @@ class TrainingOptions:
     forward passes with ``torch.compile`` and falls back to eager mode when
     compilation fails. ``image_every`` writes target-versus-sample images of the
     fixed validation batch every that many steps (0: never).
+
+    Unrolled training (``unroll_steps > 1``) rolls the generator out that many
+    steps, feeding each prediction back as the newest input state, and
+    backpropagates through the whole rollout. The generator's reconstruction,
+    CRPS, physics and one-step adversarial terms are then averaged over the steps
+    with weights ``unroll_discount**k`` for step ``k = 0, 1, ...``. The temporal
+    discriminator (``temporal_weight > 0``) judges windows of
+    ``temporal_window`` consecutive states, the newest of them generated, and adds
+    ``temporal_weight`` times its adversarial loss to the generator's loss. It is
+    trained with the same adversarial loss and penalties as the one-step
+    discriminator, at ``lr_temporal_discriminator`` (None: ``lr_discriminator``).
+    Both need every input field to be an output field.
     """
 
     max_steps: int = 2000
@@ -91,6 +103,12 @@ class TrainingOptions:
     precision: str = "fp32"
     compile: bool = False
     image_every: int = 0
+    # unrolled training and temporal discriminator
+    unroll_steps: int = 1
+    unroll_discount: float = 1.0
+    temporal_weight: float = 0.0
+    temporal_window: int = 2
+    lr_temporal_discriminator: float | None = None
 
     def __post_init__(self) -> None:
         self.betas = tuple(self.betas)
@@ -121,6 +139,7 @@ class TrainingOptions:
             raise ValueError(
                 f"rollback_lr_factor={self.rollback_lr_factor} must be in (0, 1]"
             )
+        self._check_unrolling()
 
     def _check_choices(self) -> None:
         choices = {
@@ -152,6 +171,7 @@ class TrainingOptions:
             "spectral_weight": 0,
             "divergence_weight": 0,
             "mean_conservation_weight": 0,
+            "temporal_weight": 0,
         }
         for name, minimum in minimums.items():
             if getattr(self, name) < minimum:
@@ -159,6 +179,43 @@ class TrainingOptions:
                     f"{name}={getattr(self, name)} is invalid; expected a value "
                     f">= {minimum}"
                 )
+
+    def _check_unrolling(self) -> None:
+        if int(self.unroll_steps) != self.unroll_steps or self.unroll_steps < 1:
+            raise ValueError(
+                f"unroll_steps={self.unroll_steps} is invalid; expected an integer "
+                ">= 1 (1 trains on single steps)"
+            )
+        if not self.unroll_discount > 0:
+            raise ValueError(
+                f"unroll_discount={self.unroll_discount} is invalid; expected a "
+                "positive weight ratio between consecutive unrolled steps (1: equal "
+                "weights)"
+            )
+        if (
+            int(self.temporal_window) != self.temporal_window
+            or self.temporal_window < 2
+        ):
+            raise ValueError(
+                f"temporal_window={self.temporal_window} is invalid; expected an "
+                "integer >= 2 (consecutive states the temporal discriminator judges)"
+            )
+        rate = self.lr_temporal_discriminator
+        if rate is not None and not rate > 0:
+            raise ValueError(
+                f"lr_temporal_discriminator={rate} is invalid; expected a positive "
+                "learning rate, or null to use lr_discriminator"
+            )
+
+    @property
+    def feeds_back(self) -> bool:
+        """Whether training feeds the generator's outputs back as its inputs."""
+        return self.unroll_steps > 1 or self.temporal_weight > 0
+
+    @property
+    def n_steps_output(self) -> int:
+        """Future states each training sample needs: ``unroll_steps``."""
+        return self.unroll_steps
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> TrainingOptions:

@@ -17,12 +17,13 @@ from surrogates.data import (
     layout_from_dict,
     split_trajectories,
 )
-from surrogates.models import PatchDiscriminator, UNetGenerator
+from surrogates.models import PatchDiscriminator, TemporalDiscriminator, UNetGenerator
 from surrogates.training import checkpoint as ckpt
 from surrogates.training.device import resolve_device
 from surrogates.training.options import TrainingOptions
 from surrogates.training.rng import seed_everything
 from surrogates.training.trainer import Trainer
+from surrogates.training.unroll import check_feedback_task
 
 log = logging.getLogger(__name__)
 
@@ -106,8 +107,15 @@ def prepare_data(
     return PreparedData(source, step_task, splits, normalizer)
 
 
-def model_arguments(data: PreparedData, model: Mapping[str, Any]) -> dict[str, dict]:
-    """Complete the generator and discriminator arguments with data-given sizes."""
+def model_arguments(
+    data: PreparedData, model: Mapping[str, Any], *, temporal_window: int = 0
+) -> dict[str, dict]:
+    """Complete the generator and discriminator arguments with data-given sizes.
+
+    With ``temporal_window > 0`` the result also has ``temporal_discriminator``
+    arguments. Those take ``base_channels`` and ``n_layers`` from
+    ``model["discriminator"]`` unless ``model["temporal_discriminator"]`` sets them.
+    """
     task = data.task
     n_in = sum(data.source.fields[f].n_components for f in task.input_channel_fields)
     n_out = sum(data.source.fields[f].n_components for f in task.output_fields)
@@ -126,7 +134,40 @@ def model_arguments(data: PreparedData, model: Mapping[str, Any]) -> dict[str, d
         "in_channels": n_in * task.n_steps_input,
         "target_channels": n_out,
     }
-    return {"generator": generator, "discriminator": discriminator}
+    arguments = {"generator": generator, "discriminator": discriminator}
+    if temporal_window > 0:
+        sizes = ("base_channels", "n_layers")
+        temporal = {k: v for k, v in discriminator.items() if k in sizes}
+        arguments["temporal_discriminator"] = {
+            **temporal,
+            **dict(model.get("temporal_discriminator", {})),
+            **shared,
+            "state_channels": n_out,
+            "window": temporal_window,
+        }
+    return arguments
+
+
+def task_for_training(
+    task: Mapping[str, Any], options: TrainingOptions
+) -> dict[str, Any]:
+    """Return ``task`` with the output steps that ``options`` train on.
+
+    ``n_steps_output`` becomes ``unroll_steps`` when that is larger. Unrolling and
+    the temporal discriminator feed outputs back as inputs, so their task is
+    checked for that here.
+
+    Raises
+    ------
+    ValueError
+        If ``options`` feed outputs back and an input field is not an output field,
+        or ``temporal_window`` is longer than the input and unrolled states.
+    """
+    task = dict(task)
+    if options.n_steps_output > task.get("n_steps_output", 1):
+        task["n_steps_output"] = options.n_steps_output
+    check_feedback_task(StepTask(**task), options)
+    return task
 
 
 def train_surrogate(
@@ -146,9 +187,13 @@ def train_surrogate(
 
     With ``resume=True`` and a checkpoint in ``run_dir``, the split and the
     normalization statistics stored there are reused and training continues from
-    its step.
+    its step. With ``unroll_steps > 1`` the task's ``n_steps_output`` is raised to
+    it (:func:`task_for_training`), and with ``temporal_weight > 0`` a
+    :class:`~surrogates.models.TemporalDiscriminator` is trained too.
     """
     run_dir = Path(run_dir)
+    options = TrainingOptions.from_mapping(training)
+    task = task_for_training(task, options)
     previous = ckpt.latest_checkpoint(run_dir / "checkpoints") if resume else None
     stored = ckpt.load_checkpoint(previous, with_state=False).meta if previous else {}
     data = prepare_data(
@@ -159,18 +204,24 @@ def train_surrogate(
         splits=stored.get("splits"),
         normalization=stored.get("normalization"),
     )
-    arguments = model_arguments(data, model)
-    options = TrainingOptions.from_mapping(training)
+    window = options.temporal_window if options.temporal_weight > 0 else 0
+    arguments = model_arguments(data, model, temporal_window=window)
     seed_everything(options.seed)  # the initial weights depend on the seed alone
+    generator = UNetGenerator(**arguments["generator"])
+    discriminator = PatchDiscriminator(**arguments["discriminator"])
+    temporal = None
+    if "temporal_discriminator" in arguments:
+        temporal = TemporalDiscriminator(**arguments["temporal_discriminator"])
     trainer = Trainer(
-        UNetGenerator(**arguments["generator"]),
-        PatchDiscriminator(**arguments["discriminator"]),
+        generator,
+        discriminator,
         data.dataset("train"),
         run_dir,
         options,
         device=resolve_device(device),
         meta={**data.metadata(), "model": arguments, **dict(extra_meta or {})},
         valid_dataset=data.dataset("valid"),
+        temporal_discriminator=temporal,
     )
     trainer.fit(resume=resume)
     return ckpt.latest_checkpoint(run_dir / "checkpoints")

@@ -2,8 +2,10 @@
 
 The weights keep the names that evaluation and emulation read: ``generator``,
 ``ema`` (the ``AveragedModel`` state, keys prefixed ``module.`` plus
-``n_averaged``) and ``discriminator``. The state contains optimizer and loss-scaler
-states, every random generator state, the data position and the health counters.
+``n_averaged``), ``discriminator`` and, when the run trains one,
+``temporal_discriminator``. The state contains optimizer and loss-scaler states
+(``optimizer_temporal`` and ``scaler_temporal`` for the temporal discriminator),
+every random generator state, the data position and the health counters.
 """
 
 from __future__ import annotations
@@ -43,6 +45,11 @@ def trainer_state(trainer) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str
         },
         "health": trainer.health.state_dict(),
     }
+    temporal = getattr(trainer, "temporal", None)
+    if temporal is not None:
+        weights["temporal_discriminator"] = temporal.discriminator.state_dict()
+        state["optimizer_temporal"] = temporal.optimizer.state_dict()
+        state["scaler_temporal"] = temporal.update.scaler.state_dict()
     return weights, state
 
 
@@ -50,14 +57,25 @@ def restore_trainer(trainer, loaded: Checkpoint) -> None:
     """Load weights, optimizer, scaler, RNG and data position into ``trainer``.
 
     Checkpoints written before loss scalers and health counters were stored lack
-    those entries; the trainer then keeps its current ones.
+    those entries; the trainer then keeps its current ones. A temporal
+    discriminator in a checkpoint is ignored by a trainer without one.
+
+    Raises
+    ------
+    ValueError
+        If ``trainer`` trains a temporal discriminator and the checkpoint has none.
     """
     trainer.generator.load_state_dict(loaded.weights["generator"])
     trainer.ema.load_state_dict(loaded.weights["ema"])
     trainer.discriminator.load_state_dict(loaded.weights["discriminator"])
     trainer.optimizer_g.load_state_dict(loaded.state["optimizer_g"])
     trainer.optimizer_d.load_state_dict(loaded.state["optimizer_d"])
-    for key, update in (("scaler_g", trainer.update_g), ("scaler_d", trainer.update_d)):
+    scalers = [("scaler_g", trainer.update_g), ("scaler_d", trainer.update_d)]
+    temporal = getattr(trainer, "temporal", None)
+    if temporal is not None:
+        _restore_temporal(temporal, loaded)
+        scalers.append(("scaler_temporal", temporal.update))
+    for key, update in scalers:
         # A disabled scaler saves an empty dict, which an enabled one rejects.
         if loaded.state.get(key):
             update.scaler.load_state_dict(loaded.state[key])
@@ -72,11 +90,23 @@ def restore_trainer(trainer, loaded: Checkpoint) -> None:
     trainer.last_scalars = loaded.meta.get("last_scalars", {})
 
 
+def _restore_temporal(temporal, loaded: Checkpoint) -> None:
+    if "temporal_discriminator" not in loaded.weights:
+        raise ValueError(
+            f"checkpoint {loaded.path} has no temporal discriminator, but this run "
+            "has temporal_weight > 0; resume with temporal_weight: 0, or start the "
+            "run in a new run directory"
+        )
+    temporal.discriminator.load_state_dict(loaded.weights["temporal_discriminator"])
+    temporal.optimizer.load_state_dict(loaded.state["optimizer_temporal"])
+
+
 def roll_back(trainer) -> bool:
     """Return ``trainer`` to its last checkpoint and lower both learning rates.
 
-    Both learning rates in effect are multiplied by ``rollback_lr_factor``, so
-    repeated rollbacks compound. Without a checkpoint only the learning rates
+    Both learning rates in effect (and the temporal discriminator's, when the run
+    has one) are multiplied by ``rollback_lr_factor``, so repeated rollbacks
+    compound. Without a checkpoint only the learning rates
     change. The health counters restart, and the number of rollbacks is kept across
     the restore. Returns False, changing nothing, once ``max_rollbacks`` rollbacks
     were made.
@@ -91,7 +121,9 @@ def roll_back(trainer) -> bool:
             options.max_rollbacks,
         )
         return False
-    updates = (trainer.update_g, trainer.update_d)
+    updates = [trainer.update_g, trainer.update_d]
+    if getattr(trainer, "temporal", None) is not None:
+        updates.append(trainer.temporal.update)
     rates = [update.learning_rate for update in updates]
     from_step, n_rollbacks = trainer.step, health.n_rollbacks
     path = latest_checkpoint(trainer.run_dir / "checkpoints")

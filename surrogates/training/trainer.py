@@ -29,7 +29,17 @@ from surrogates.training.physics import physics_terms_for
 from surrogates.training.precision import Precision, forward_function
 from surrogates.training.rng import seed_everything
 from surrogates.training.state import restore_trainer, roll_back, trainer_state
-from surrogates.training.updates import NetworkUpdate, NonFiniteLossError
+from surrogates.training.temporal import temporal_adversary
+from surrogates.training.unroll import (
+    feedback_steps_input,
+    target_states,
+    unrolled_generator_loss,
+)
+from surrogates.training.updates import (
+    NetworkUpdate,
+    NonFiniteLossError,
+    discriminator_update,
+)
 
 log = logging.getLogger(__name__)
 
@@ -61,12 +71,19 @@ class Trainer:
     valid_dataset
         Samples from which the fixed batch of the health checks and images is
         taken; the training samples when None or empty.
+    temporal_discriminator
+        Maps ``(context, conditions, states)``, windows of consecutive states
+        `(B, T, C, H, W)`, to patch logits; required when ``temporal_weight > 0``
+        and unused otherwise.
 
     Raises
     ------
     ValueError
         If ``batch_size`` exceeds the training samples, or the precision is not
-        available on ``device``.
+        available on ``device``. With ``unroll_steps > 1`` or ``temporal_weight >
+        0``, also if ``train_dataset.task`` is missing, does not feed outputs back
+        as inputs or has fewer than ``unroll_steps`` output steps, or if the
+        temporal discriminator is missing.
     """
 
     def __init__(
@@ -80,6 +97,7 @@ class Trainer:
         device: torch.device | str = "cpu",
         meta: dict[str, Any] | None = None,
         valid_dataset: StepDataset | None = None,
+        temporal_discriminator: nn.Module | None = None,
     ) -> None:
         self.options = options
         self.device = torch.device(device)
@@ -107,6 +125,8 @@ class Trainer:
         self.loss_d_fn, self.loss_g_fn = adversarial_losses(options.adversarial_loss)
         self.penalties = DiscriminatorPenalties(options)
         self.physics = physics_terms_for(options, train_dataset)
+        self.n_steps_input = feedback_steps_input(train_dataset, options)
+        self.temporal = temporal_adversary(self, temporal_discriminator)
 
         # data, health checks and logging
         self.dataset = train_dataset
@@ -154,27 +174,32 @@ class Trainer:
     def _discriminator_step(self, inputs, conditions, targets) -> dict[str, float]:
         with torch.no_grad(), self.precision.autocast():
             fake = self.run_generator(inputs, conditions).float()
-        with self.precision.autocast():
-            logits_real = self.run_discriminator(inputs, conditions, targets).float()
-            logits_fake = self.run_discriminator(inputs, conditions, fake).float()
-        loss_d = self.loss_d_fn(logits_real, logits_fake)
-        penalty, scalars = self.penalties(
-            self.discriminator,
-            inputs,
-            conditions,
-            targets,
-            fake,
+        return discriminator_update(
+            self._judge,
+            self.update_d,
+            self.loss_d_fn,
+            self.penalties,
+            (inputs, conditions, targets, fake),
             step=self.step,
-            loss_scale=self.update_d.loss_scale(),
             autocast=self.precision.autocast,
         )
-        self.update_d.apply(loss_d + penalty, self.step)
-        scalars["train/loss_d"] = loss_d.item()
-        scalars["train/logits_real"] = logits_real.mean().item()
-        scalars["train/logits_fake"] = logits_fake.mean().item()
+
+    def _judge(self, inputs, conditions, states) -> torch.Tensor:
+        with self.precision.autocast():
+            return self.run_discriminator(inputs, conditions, states).float()
+
+    def _generator_step(self, batch) -> dict[str, float]:
+        if self.options.feeds_back:
+            loss_g, scalars = unrolled_generator_loss(
+                self, *self._unpack_sequence(batch)
+            )
+        else:
+            loss_g, scalars = self._one_step_generator_loss(*self._unpack(batch))
+        self.update_g.apply(loss_g, self.step)
+        scalars["train/loss_g"] = loss_g.item()
         return scalars
 
-    def _generator_step(self, inputs, conditions, targets) -> dict[str, float]:
+    def _one_step_generator_loss(self, inputs, conditions, targets):
         opts = self.options
         n_samples = opts.n_ensemble_train if opts.crps_weight > 0 else 1
         repeated = [
@@ -190,9 +215,7 @@ class Trainer:
             loss_adv = self.loss_g_fn(logits)
             loss_g = loss_g + opts.adversarial_weight * loss_adv
             scalars["train/loss_adv"] = loss_adv.item()
-        self.update_g.apply(loss_g, self.step)
-        scalars["train/loss_g"] = loss_g.item()
-        return scalars
+        return loss_g, scalars
 
     def _generator_terms(self, samples, targets, inputs):
         opts = self.options
@@ -216,21 +239,44 @@ class Trainer:
         """Update the discriminator once per batch, then the generator on the last.
 
         ``batches`` is one batch or a sequence of them, each with ``inputs``,
-        ``conditions`` and ``targets``; without an adversarial term only the last
-        is used.
+        ``conditions`` and ``targets`` (and ``target_sequence`` `(B, T, C_out, H,
+        W)` with ``unroll_steps > 1``); without a discriminator to train only the
+        last is used. Each batch updates the one-step discriminator (when
+        ``adversarial_weight > 0``) and then the temporal one (when
+        ``temporal_weight > 0``).
         """
         if isinstance(batches, Mapping):
             batches = [batches]
         scalars: dict[str, float] = {}
-        if self.options.adversarial_weight > 0:
+        if self._trains_discriminators:
             for batch in batches:
-                scalars.update(self._discriminator_step(*self._unpack(batch)))
-        scalars.update(self._generator_step(*self._unpack(batches[-1])))
+                scalars.update(self._discriminator_steps(batch))
+        scalars.update(self._generator_step(batches[-1]))
         update_ema(self.ema, self.generator)
         return scalars
 
+    @property
+    def _trains_discriminators(self) -> bool:
+        return self.options.adversarial_weight > 0 or self.temporal is not None
+
+    def _discriminator_steps(self, batch) -> dict[str, float]:
+        scalars: dict[str, float] = {}
+        if self.options.adversarial_weight > 0:
+            scalars.update(self._discriminator_step(*self._unpack(batch)))
+        if self.temporal is not None:
+            scalars.update(
+                self.temporal.discriminator_step(*self._unpack_sequence(batch))
+            )
+        return scalars
+
+    def _unpack_sequence(self, batch) -> list[torch.Tensor]:
+        # inputs, conditions and the (B, unroll_steps, C_out, H, W) targets
+        inputs, conditions, _ = self._unpack(batch)
+        targets = target_states(batch, self.options.unroll_steps)
+        return [inputs, conditions, targets.to(self.device, non_blocking=True)]
+
     def _next_batches(self) -> list[dict[str, torch.Tensor]]:
-        adversarial = self.options.adversarial_weight > 0
+        adversarial = self._trains_discriminators
         count = self.options.n_discriminator_steps if adversarial else 1
         return [self.batches.next() for _ in range(count)]
 

@@ -113,3 +113,66 @@ class NetworkUpdate:
                 f"{self.scaler.get_scale()}); lower the learning rate, or train with "
                 "precision='bf16' or 'fp32'"
             )
+
+
+def discriminator_update(
+    judge,
+    update: NetworkUpdate,
+    loss_fn,
+    penalties,
+    batch: tuple[torch.Tensor, ...],
+    *,
+    step: int,
+    autocast,
+    prefix: str = "train/",
+) -> dict[str, float]:
+    """Update a discriminator once on a real and a generated batch.
+
+    Parameters
+    ----------
+    judge
+        Maps ``(inputs, conditions, states)`` to float32 logits.
+    update
+        The discriminator's :class:`NetworkUpdate`; its model gets the penalties.
+    loss_fn
+        The adversarial loss of ``(logits_real, logits_fake)``.
+    penalties
+        A :class:`~surrogates.training.penalties.DiscriminatorPenalties`.
+    batch
+        ``(inputs, conditions, real, fake)`` as ``judge`` takes them.
+    step
+        The training step, for messages and lazy penalties.
+    autocast
+        The run's autocast context factory.
+    prefix
+        Prefix of the returned scalar names, e.g. ``"train/temporal_"``.
+
+    Returns
+    -------
+    dict
+        ``<prefix>logits_real``, ``<prefix>logits_fake`` and the penalties'
+        scalars; the loss itself under ``train/<update.name>``.
+    """
+    inputs, conditions, real, fake = batch
+    logits_real = judge(inputs, conditions, real)
+    logits_fake = judge(inputs, conditions, fake)
+    loss_d = loss_fn(logits_real, logits_fake)
+    penalty, penalty_scalars = penalties(
+        update.model,
+        inputs,
+        conditions,
+        real,
+        fake,
+        step=step,
+        loss_scale=update.loss_scale(),
+        autocast=autocast,
+    )
+    update.apply(loss_d + penalty, step)
+    scalars = {
+        key.replace("train/", prefix, 1): value
+        for key, value in penalty_scalars.items()
+    }
+    scalars[f"train/{update.name}"] = loss_d.item()
+    scalars[f"{prefix}logits_real"] = logits_real.mean().item()
+    scalars[f"{prefix}logits_fake"] = logits_fake.mean().item()
+    return scalars
