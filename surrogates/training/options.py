@@ -41,9 +41,9 @@ class TrainingOptions:
     rates multiplied by ``rollback_lr_factor``, at most ``max_rollbacks`` times.
 
     ``precision`` is ``"fp32"``, ``"bf16"`` (autocast on CPU or CUDA) or ``"fp16"``
-    (autocast with loss scaling, CUDA only). ``compile`` wraps both networks'
-    forward passes with ``torch.compile`` and falls back to eager mode when
-    compilation fails. ``image_every`` writes target-versus-sample images of the
+    (autocast with loss scaling, for CUDA; slow on CPUs). ``compile`` wraps both
+    networks' forward passes with ``torch.compile`` and falls back to eager mode
+    when compilation fails. ``image_every`` writes target-versus-sample images of the
     fixed validation batch every that many steps (0: never).
 
     Unrolled training (``unroll_steps > 1``) rolls the generator out that many

@@ -9,6 +9,8 @@ import pytest
 import torch
 from torch import nn
 
+from surrogates.models import PatchDiscriminator
+from surrogates.training.penalties import gradient_penalty, r1_penalty
 from surrogates.training.precision import CompiledForward, Precision
 from surrogates.training.updates import NetworkUpdate, NonFiniteLossError
 
@@ -28,9 +30,41 @@ def test_bf16_step_on_cpu_is_finite(make_trainer):
         assert math.isfinite(value), name
 
 
-def test_fp16_on_cpu_is_rejected(make_trainer):
-    with pytest.raises(ValueError, match="precision='fp16' needs a CUDA device"):
-        make_trainer(precision="fp16")
+def test_fp16_wgan_steps_on_cpu_are_finite(make_trainer, caplog):
+    with caplog.at_level(logging.WARNING, logger=PRECISION):
+        trainer = make_trainer(
+            max_steps=3,
+            precision="fp16",
+            adversarial_loss="wgan",
+            gradient_penalty_weight=10.0,
+            r1_weight=1.0,
+        )
+    assert "float16 arithmetic is slow on CPUs" in caplog.text
+    scalars = trainer.fit()
+    assert trainer.update_d.scaler.is_enabled()
+    assert trainer.update_d.loss_scale() > 1.0
+    for name, value in scalars.items():
+        assert math.isfinite(value), name
+
+
+@pytest.mark.parametrize("name", ["wgan-gp", "r1"])
+def test_fp16_penalty_with_loss_scale_matches_fp32(name):
+    torch.manual_seed(0)
+    discriminator = PatchDiscriminator(1, 1, 1, base_channels=8, n_layers=2)
+    inputs, real, fake = (torch.randn(4, 1, 16, 16) for _ in range(3))
+    conditions = torch.randn(4, 1)
+
+    def penalty(**kwargs):
+        torch.manual_seed(1)  # the same mixing weights for WGAN-GP
+        if name == "r1":
+            return r1_penalty(discriminator, inputs, conditions, real, **kwargs)
+        return gradient_penalty(discriminator, inputs, conditions, real, fake, **kwargs)
+
+    reference = penalty()
+    fp16 = Precision("fp16", "cpu")
+    scaled = penalty(loss_scale=2.0**16, autocast=fp16.autocast)
+    assert torch.isfinite(scaled)
+    torch.testing.assert_close(scaled, reference, rtol=2e-2, atol=1e-6)
 
 
 def test_unknown_precision_is_rejected():
