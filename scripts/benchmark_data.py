@@ -13,13 +13,15 @@ each, so one step sample (input at time 0, target at time 1) reads one contiguou
 For each, it times a bulk read (``read_direct`` of chunk-aligned blocks), h5py
 reads of one sample at a time in shuffled order (``--naive-samples`` of them, with
 h5py's default chunk cache), and the loader (``StepDataset`` and ``make_loader``
-with 0, 2 and 4 workers), best of ``--repeats``, with the files in the page cache.
+with 0, 2 and 4 workers, which reads each batch with one ``read_batch`` call and
+unfiltered datasets by byte offset), best of ``--repeats``, with the files in the
+page cache.
 The loader takes a plain shuffled order (``EpochSampler``), except on
 ``gzip-packed``, where it takes the chunk-aware ``ChunkSampler``. A plain shuffle
 of ``gzip-packed`` is timed on its first ``--naive-samples`` samples. The chunked
 file is also timed after evicting it from the page cache before each run, so that
-it is read from the disk. Last, a fresh process streams a chunked file at least 4
-times ``--ram-budget-mb`` and reports its peak RSS.
+it is read from the disk. Last, for each ``--ram-budget-mb``, a fresh process
+streams a chunked file at least 4 times the budget and reports its peak RSS.
 
 Example: ``python scripts/benchmark_data.py --markdown /tmp/data_loading.md``
 """
@@ -379,14 +381,21 @@ def markdown(args, bulk, single, loader, sizes, rss, loads, command) -> str:
         "",
         f"gzip-packed with a plain shuffled order (EpochSampler, 0 workers, first "
         f"{args.naive_samples} samples): {cell(naive, bulk['gzip-packed'])}.",
-        f"Peak RSS of a fresh process streaming a chunked {sizes['big']:.0f} MB file "
-        f"({sizes['big'] / args.ram_budget_mb:.1f} times the {args.ram_budget_mb} MB "
-        f"budget, cache_bytes {args.ram_budget_mb // 4} MiB): {rss[0]['peak']:.0f} "
-        f"MB with 0 workers, of which {rss[0]['baseline']:.0f} MB before the first "
-        f"read (imports and setup); with 2 workers, parent {rss[2]['peak']:.0f} MB "
-        f"and largest worker {rss[2]['worker']:.0f} MB (including pages shared "
-        "with the parent).",
+        "",
+        "Peak RSS of a fresh process streaming one epoch of a chunked file at least "
+        "4 times the RAM budget (cache_bytes a quarter of the budget):",
+        "",
+        "| budget | file | workers | peak RSS | before the first read | added by "
+        "streaming | largest worker |",
+        "|---|---|---|---|---|---|---|",
     ]
+    for (budget, workers), result in rss.items():
+        worker = f"{result['worker']:.0f} MB" if workers else "-"
+        lines.append(
+            f"| {budget} MB | {sizes[f'big{budget}']:.0f} MB | {workers} | "
+            f"{result['peak']:.0f} MB | {result['baseline']:.0f} MB | "
+            f"{result['peak'] - result['baseline']:.0f} MB | {worker} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -410,9 +419,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--ram-budget-mb",
         type=int,
-        default=256,
-        help="RAM budget in MB; the RSS file is at least 4 times larger and the "
-        "chunk caches get a quarter of it",
+        nargs="+",
+        default=[256, 512],
+        help="RAM budgets in MB; each RSS file is at least 4 times larger and the "
+        "chunk caches get a quarter of the budget",
     )
     parser.add_argument("--markdown", type=Path, help="write the results section here")
     parser.add_argument("--rss-child", type=Path, help=argparse.SUPPRESS)
@@ -436,14 +446,18 @@ def main(argv=None) -> None:
             write_file(paths[name], args.n_samples, args.grid, chunks, compression)
             sizes[name] = paths[name].stat().st_size / 1e6
         bulk, single, loader = run_matrix(args, paths)
-        sample_mb = 2 * args.grid**2 * 4 / 1e6
-        n_big = int(np.ceil(4.2 * args.ram_budget_mb / sample_mb))
-        big = args.workdir / "big.h5"
-        write_file(big, n_big, args.grid, (1, 1, args.grid, args.grid), None)
-        sizes["big"] = big.stat().st_size / 1e6
-        cache_bytes = args.ram_budget_mb // 4 * MIB
-        rss = {w: measure_rss(big, cache_bytes, w, args.batch_size) for w in (0, 2)}
-        print(f"RSS: {rss}")
+        rss = {}
+        for budget in args.ram_budget_mb:
+            big = args.workdir / f"big{budget}.h5"
+            n_big = int(np.ceil(4.2 * budget * 1e6 / (2 * args.grid**2 * 4)))
+            write_file(big, n_big, args.grid, (1, 1, args.grid, args.grid), None)
+            sizes[f"big{budget}"] = big.stat().st_size / 1e6
+            for workers in (0, 2):
+                rss[budget, workers] = measure_rss(
+                    big, budget * MIB // 4, workers, args.batch_size
+                )
+                print(f"RSS, {budget} MB, {workers} workers: {rss[budget, workers]}")
+            big.unlink()
         loads.append(os.getloadavg()[0])
         text = markdown(args, bulk, single, loader, sizes, rss, loads, command)
         print(text)

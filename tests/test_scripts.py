@@ -103,3 +103,19 @@ def test_missing_data_without_generation_fails_clearly(tmp_path):
     assert result.returncode != 0
     assert "absent.h5" in result.stderr
     assert "no file matches" in result.stderr
+
+
+def test_data_benchmark_writes_its_table(tmp_path):
+    markdown = tmp_path / "data_loading.md"
+    command = [sys.executable, str(ROOT / "scripts" / "benchmark_data.py")]
+    command += ["--workdir", str(tmp_path / "files"), "--n-samples", "48"]
+    command += ["--grid", "16", "--packed", "8", "--repeats", "1"]
+    command += ["--workers", "0", "--naive-samples", "8", "--ram-budget-mb", "1"]
+    command += ["--markdown", str(markdown)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    text = markdown.read_text()
+    assert "| chunked | " in text
+    assert "| gzip-packed | " in text
+    assert "| 1 MB | " in text
+    assert not (tmp_path / "files").exists()
