@@ -90,6 +90,7 @@ def prepare_data(
             )
     if splits is None:
         splits = split_trajectories(source.n_trajectories, split_fractions, split_seed)
+        _warn_small_splits(splits)
     splits = {k: list(v) for k, v in splits.items()}
     if normalization is None:
         fields = sorted({*step_task.input_fields, *step_task.output_fields})
@@ -105,6 +106,24 @@ def prepare_data(
         normalizer = Normalizer.from_dict(normalization)
     source.close()
     return PreparedData(source, step_task, splits, normalizer)
+
+
+MIN_HELD_OUT_TRAJECTORIES = 3
+"""Fewer validation or test trajectories than this log a warning."""
+
+
+def _warn_small_splits(splits: Mapping[str, Sequence[int]]) -> None:
+    # Metrics over one or two held-out trajectories vary with which ones they are.
+    for name in ("valid", "test"):
+        count = len(splits[name])
+        if 0 < count < MIN_HELD_OUT_TRAJECTORIES:
+            log.warning(
+                "the %s split has %d trajectories, so its metrics depend on which "
+                "ones they are; write more trajectories or raise its fraction in "
+                "split_fractions",
+                name,
+                count,
+            )
 
 
 def model_arguments(
