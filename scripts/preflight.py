@@ -4,8 +4,10 @@
     python scripts/preflight.py data=the_well_example 'data.layout.files=[/data/*.hdf5]'
 
 Prints a report to stdout and exits with status 1 when the layout cannot be read or
-the data hold NaN or inf values (or another problem listed under ``problems``). It
-never writes data files, even for a config with ``make_if_missing: true``.
+the data hold NaN or inf values at valid points (or another problem listed under
+``problems``). NaN and inf at points masked by the layout's ``mask`` are printed but
+are not problems. It never writes data files, even for a config with
+``make_if_missing: true``.
 """
 
 from __future__ import annotations
@@ -45,6 +47,12 @@ def format_field(name: str, info: dict) -> list[str]:
             f"std {number(statistics['std'][c])}  NaN {statistics['n_nan'][c]}  "
             f"inf {statistics['n_inf'][c]}"
         )
+    n_nan_masked = sum(statistics.get("n_nan_masked", []))
+    n_inf_masked = sum(statistics.get("n_inf_masked", []))
+    if n_nan_masked or n_inf_masked:
+        lines.append(
+            f"    at masked points (ignored): NaN {n_nan_masked}  inf {n_inf_masked}"
+        )
     for offender in statistics.get("offenders", []):
         lines.append(
             f"    non-finite {offender['value']} in {offender['file']}, trajectory "
@@ -52,6 +60,16 @@ def format_field(name: str, info: dict) -> list[str]:
             f"component {offender['component']}, {offender['index']}"
         )
     return lines
+
+
+def format_mask(mask: dict | None) -> str:
+    """Return the line describing the mask of points outside the domain."""
+    if mask is None:
+        return "mask: none (every point is valid)"
+    return (
+        f"mask: {mask['source']}; {mask['n_valid']} of {mask['n_points']} points "
+        f"valid, {mask['n_masked']} masked"
+    )
 
 
 def format_report(report: dict, problems: list[str]) -> list[str]:
@@ -69,6 +87,7 @@ def format_report(report: dict, problems: list[str]) -> list[str]:
             f"trajectories {report['n_trajectories']}, times {report['n_times']}, "
             f"space {report['space']}"
         )
+        lines.append(format_mask(report.get("mask")))
         lines.append("fields:")
         for name, info in report["fields"].items():
             lines += format_field(name, info)

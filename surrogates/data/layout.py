@@ -19,6 +19,12 @@ run's parameters only there, such as PDEBench's ``2D_CFD_M0.1_Eta0.01_...hdf5``.
 regular expression is searched for in the file name without its directory and has
 exactly one capture group, whose text is parsed as a float and given to every
 trajectory of that file: ``M: {filename_regex: '_M([0-9.eE+-]+)_'}``.
+
+A static ``mask`` marks the grid points outside the domain (land in an ocean model,
+the inside of an obstacle), where solvers often store NaN or fill values. It comes
+from a dataset over the spatial axes (``mask: {path: mask, axes: [x, y]}``) or from
+the points where a field is NaN or inf in its first snapshot (``mask: {nan_in: u}``);
+see :class:`MaskSpec`.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ TIME = "time"
 COMPONENT = "component"
 RESERVED_ROLES = (TRAJECTORY, TIME, COMPONENT)
 JOIN_MODES = (TRAJECTORY, TIME)
+MASKED_WHERE = ("zero", "nonzero")
 
 
 class LayoutError(ValueError):
@@ -98,6 +105,29 @@ class AxisSpec:
 
 
 @dataclasses.dataclass(frozen=True)
+class MaskSpec:
+    """Source of the static mask of grid points outside the domain.
+
+    The mask is the same for every trajectory and time. Exactly one of two forms
+    is set:
+
+    - ``path`` names a dataset over the spatial axes, whose ``axes`` list the
+      layout's spatial axis names in the dataset's order. ``masked_where`` is
+      ``"zero"`` (the default: 0 marks a masked point, as in an ocean mask of 1s)
+      or ``"nonzero"`` (any other value marks a masked point, as in a land mask
+      of 1s).
+    - ``nan_in`` names a field: a point is masked where any component of that
+      field is NaN or inf at the first time of the first trajectory of the first
+      file.
+    """
+
+    path: str | None = None
+    axes: tuple[str, ...] | None = None
+    masked_where: str = "zero"
+    nan_in: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
 class Layout:
     """A complete layout: files, fields, parameters and grid.
 
@@ -113,6 +143,11 @@ class Layout:
     mounts); ``None`` keeps h5py's default. The environment variable
     ``HDF5_USE_FILE_LOCKING=FALSE`` overrides either. ``cache_bytes`` caps the
     HDF5 chunk caches of one process, in bytes (``None``: 64 MiB).
+
+    ``mask`` (a :class:`MaskSpec`, or ``None`` when every point is in the domain)
+    marks static grid points outside the domain. Values at those points are not
+    checked for NaN or inf, not used in normalization statistics or evaluation
+    metrics, and are set to 0 in normalized samples.
     """
 
     files: tuple[str, ...]
@@ -124,6 +159,7 @@ class Layout:
     join: str = TRAJECTORY
     locking: bool | None = None
     cache_bytes: int | None = None
+    mask: MaskSpec | None = None
 
     def __post_init__(self) -> None:
         if not self.files:
@@ -163,6 +199,8 @@ class Layout:
             )
         for axis, spec in self.grid.items():
             _check_grid_axis(self, axis, spec)
+        if self.mask is not None:
+            _check_mask(self, self.mask)
         time = self.grid.get(TIME, AxisSpec())
         if self.join == TIME and time.path is None and time.attribute is None:
             raise LayoutError(
@@ -283,6 +321,45 @@ def _check_grid_axis(layout: Layout, axis: str, spec: AxisSpec) -> None:
         )
 
 
+def _check_mask(layout: Layout, spec: MaskSpec) -> None:
+    where = f"layout {layout.name!r}, mask"
+    forms = "mask: {path: <dataset>, axes: [...]} or mask: {nan_in: <field>}"
+    if (spec.path is None) == (spec.nan_in is None):
+        both_or_neither = "both" if spec.path is not None else "neither"
+        raise LayoutError(
+            f"{where}: sets {both_or_neither} of 'path' and 'nan_in'; set exactly "
+            f"one, {forms}"
+        )
+    if spec.nan_in is not None:
+        if spec.nan_in not in layout.fields:
+            raise LayoutError(
+                f"{where}: nan_in={spec.nan_in!r} is not a field of the layout; "
+                f"name one of {sorted(layout.fields)}"
+            )
+        if spec.axes is not None:
+            raise LayoutError(
+                f"{where}: 'axes' belongs to mask: {{path: ...}}; remove it, since "
+                f"nan_in={spec.nan_in!r} takes the axes of that field"
+            )
+        return
+    if spec.axes is None:
+        raise LayoutError(
+            f"{where}: dataset {spec.path!r} needs 'axes', its spatial axes in "
+            f"file order, e.g. axes: {list(layout.space)}"
+        )
+    if sorted(spec.axes) != sorted(layout.space):
+        raise LayoutError(
+            f"{where}: dataset {spec.path!r} has axes={list(spec.axes)}, expected "
+            f"each of the spatial axes {list(layout.space)} once, in file order"
+        )
+    if spec.masked_where not in MASKED_WHERE:
+        raise LayoutError(
+            f"{where}: masked_where={spec.masked_where!r} is not one of "
+            f"{list(MASKED_WHERE)}; 'zero' masks points stored as 0 (ocean mask "
+            "of 1s), 'nonzero' masks the others (land mask of 1s)"
+        )
+
+
 def _strip_none(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _strip_none(v) for k, v in value.items() if v is not None}
@@ -327,7 +404,7 @@ def layout_from_dict(raw: Mapping[str, Any]) -> Layout:
     if isinstance(files, str):
         files = [files]
     allowed = {"name", "files", "space", "fields", "parameters", "grid", "join"}
-    allowed |= {"locking", "cache_bytes"}
+    allowed |= {"locking", "cache_bytes", "mask"}
     unknown = set(raw) - allowed
     if unknown:
         raise LayoutError(
@@ -339,6 +416,7 @@ def layout_from_dict(raw: Mapping[str, Any]) -> Layout:
         join=str(raw.get("join") or TRAJECTORY),
         locking=raw.get("locking"),
         cache_bytes=raw.get("cache_bytes"),
+        mask=_build_mask(name, raw.get("mask")),
         files=tuple(str(f) for f in files),
         space=tuple(_as_names(raw["space"], f"layout {name!r}: space")),
         fields={
@@ -354,6 +432,25 @@ def layout_from_dict(raw: Mapping[str, Any]) -> Layout:
             for k, v in (raw.get("grid") or {}).items()
         },
     )
+
+
+def _build_mask(name: str, raw: Any) -> MaskSpec | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping):
+        raise LayoutError(
+            f"layout {name!r}: mask={raw!r} is not a mapping; write mask: "
+            "{path: <dataset>, axes: [...]} or mask: {nan_in: <field>}"
+        )
+    spec = _build(MaskSpec, f"layout {name!r}, mask", raw)
+    if spec.nan_in is not None and raw.get("masked_where") is not None:
+        raise LayoutError(
+            f"layout {name!r}, mask: 'masked_where' belongs to mask: {{path: ...}}; "
+            f"remove it, since nan_in={spec.nan_in!r} masks the NaN and inf points"
+        )
+    if spec.masked_where is None:
+        spec = dataclasses.replace(spec, masked_where="zero")
+    return spec
 
 
 def _as_names(value: Any, where: str) -> Sequence[str]:

@@ -29,6 +29,7 @@ from surrogates.data.layout import (
     AxisSpec,
     Layout,
     LayoutError,
+    MaskSpec,
     ParameterSpec,
     compile_filename_regex,
 )
@@ -261,3 +262,48 @@ def axis_coordinates(handle: h5py.File, axis: str, spec: AxisSpec, size: int) ->
     else:
         values = np.arange(size, dtype=np.float64)
     return {"values": values, "units": units}
+
+
+def read_mask_dataset(
+    handle: h5py.File, spec: MaskSpec, space: tuple[str, ...], shape: tuple[int, ...]
+) -> np.ndarray:
+    """Read a mask dataset as a bool array of ``shape``, True at valid points.
+
+    Parameters
+    ----------
+    handle
+        The open file that contains the dataset ``spec.path``.
+    spec
+        A mask of the ``path`` form, whose ``axes`` give the file order.
+    space, shape
+        The layout's spatial axes in model order and their sizes.
+
+    Raises
+    ------
+    DataFileError
+        If the dataset is missing or not numeric, contains NaN or inf, or does not
+        match the spatial shape; the message names the file, path, shape and fix.
+    """
+    where = f"mask, masked where {spec.masked_where}"
+    dataset = handle.get(spec.path)
+    if not (isinstance(dataset, h5py.Dataset) and dataset.dtype.kind == "b"):
+        dataset = require_dataset(handle, spec.path, where)
+    expected = tuple(shape[space.index(axis)] for axis in spec.axes)
+    if dataset.shape != expected:
+        sizes = dict(zip(space, shape, strict=True))
+        raise DataFileError(
+            f"{handle.filename}: mask dataset {spec.path!r} has shape "
+            f"{dataset.shape}, but the fields have {sizes} so "
+            f"axes {list(spec.axes)} need shape {expected}; fix 'mask.axes' or "
+            "'mask.path' in the layout"
+        )
+    values = np.asarray(dataset[()])
+    if values.dtype.kind == "f" and not np.isfinite(values).all():
+        raise DataFileError(
+            f"{handle.filename}: mask dataset {spec.path!r} contains "
+            f"{int((~np.isfinite(values)).sum())} NaN or inf values; a mask holds "
+            "0 and nonzero numbers, so fix the dataset or use mask: {nan_in: "
+            "<field>} to mask a field's NaN points"
+        )
+    valid = values != 0 if spec.masked_where == "zero" else values == 0
+    return np.ascontiguousarray(valid.transpose([spec.axes.index(a) for a in space]))

@@ -81,8 +81,11 @@ class _RunningMoments:
         self.mean = np.zeros(n_channels)
         self.m2 = np.zeros(n_channels)
 
-    def update(self, values: np.ndarray) -> None:
-        # values: (T, C, *space) -> moments per channel C.
+    def update(self, values: np.ndarray, mask: np.ndarray | None = None) -> None:
+        # values: (T, C, *space) -> moments per channel C, over the points where
+        # mask (*space) is True when a mask is given.
+        if mask is not None:
+            values = values[:, :, mask]
         values = np.moveaxis(values.astype(np.float64), 1, 0).reshape(
             values.shape[1], -1
         )
@@ -119,14 +122,20 @@ def fit_normalizer(
         Names of the fields and parameters to fit.
     min_std
         Standard deviations below this (constant fields) are replaced by 1.
+
+    With a layout mask (``source.mask``), means and standard deviations run over
+    the valid points only, so values stored at masked points (NaN, fill values)
+    do not enter them.
     """
     trajectories = list(trajectories)
+    mask = source.mask
     moments = {
         name: _RunningMoments(source.fields[name].n_components) for name in fields
     }
     for trajectory in trajectories:
         for name in fields:
-            moments[name].update(source.read_trajectory(name, trajectory))
+            values = source.read_trajectory(name, trajectory)
+            moments[name].update(values, mask)
     field_std = {}
     for name, moment in moments.items():
         std = moment.std()

@@ -26,10 +26,15 @@ class FieldStatistics:
 
     The values are the float32 values the model reads. Moments are merged block by
     block in float64 (Chan's parallel update), so the result does not depend on the
-    block size beyond rounding.
+    block size beyond rounding. With a ``mask`` (``(*space)`` bool, True at valid
+    points), statistics, NaN and inf counts and offenders cover the valid points,
+    and NaN and inf at masked points are counted apart in ``n_nan_masked`` and
+    ``n_inf_masked``.
     """
 
-    def __init__(self, n_components: int, max_offenders: int) -> None:
+    def __init__(
+        self, n_components: int, max_offenders: int, mask: np.ndarray | None = None
+    ) -> None:
         self.count = np.zeros(n_components, dtype=np.int64)
         self.mean = np.zeros(n_components)
         self.m2 = np.zeros(n_components)
@@ -37,13 +42,22 @@ class FieldStatistics:
         self.max = np.full(n_components, -np.inf)
         self.n_nan = np.zeros(n_components, dtype=np.int64)
         self.n_inf = np.zeros(n_components, dtype=np.int64)
+        self.n_nan_masked = np.zeros(n_components, dtype=np.int64)
+        self.n_inf_masked = np.zeros(n_components, dtype=np.int64)
+        self.mask = mask
         self.max_offenders = max_offenders
         self.offenders: list[tuple[int, ...]] = []
 
     def update(self, block: np.ndarray, trajectory: int, first_time: int) -> None:
         """Add a block ``(T, C, *space)`` of one trajectory from time ``first_time``."""
         for c in range(block.shape[1]):
-            values = block[:, c].astype(np.float64).reshape(-1)
+            values = block[:, c]
+            if self.mask is not None:
+                masked = values[:, ~self.mask]
+                self.n_nan_masked[c] += int(np.isnan(masked).sum())
+                self.n_inf_masked[c] += int(np.isinf(masked).sum())
+                values = values[:, self.mask]
+            values = values.astype(np.float64).reshape(-1)
             finite = np.isfinite(values)
             if not finite.all():
                 self.n_nan[c] += int(np.isnan(values).sum())
@@ -52,8 +66,11 @@ class FieldStatistics:
             if values.size:
                 self._merge(c, values)
         room = self.max_offenders - len(self.offenders)
-        if room > 0 and not np.isfinite(block).all():
-            for t, c, *space in np.argwhere(~np.isfinite(block))[:room]:
+        offending = ~np.isfinite(block)
+        if self.mask is not None:
+            offending &= self.mask
+        if room > 0 and offending.any():
+            for t, c, *space in np.argwhere(offending)[:room]:
                 value = float(block[(t, c, *space)])
                 index = (trajectory, first_time + int(t), int(c), *map(int, space))
                 self.offenders.append((*index, value))
@@ -70,7 +87,11 @@ class FieldStatistics:
         self.max[c] = max(self.max[c], values.max())
 
     def to_dict(self) -> dict[str, list]:
-        """Return the statistics per component; ``None`` where no value is finite."""
+        """Return the statistics per component; ``None`` where no value is finite.
+
+        ``n_nan`` and ``n_inf`` count valid points, ``n_nan_masked`` and
+        ``n_inf_masked`` masked points (zeros without a mask).
+        """
         seen = self.count > 0
         std = np.sqrt(self.m2 / np.maximum(self.count, 1))  # population std
         return {
@@ -87,6 +108,8 @@ class FieldStatistics:
             "std": [float(v) if s else None for v, s in zip(std, seen, strict=True)],
             "n_nan": self.n_nan.tolist(),
             "n_inf": self.n_inf.tolist(),
+            "n_nan_masked": self.n_nan_masked.tolist(),
+            "n_inf_masked": self.n_inf_masked.tolist(),
         }
 
 
@@ -110,13 +133,16 @@ def run_preflight(
     Returns
     -------
     report : dict
-        ``layout``, ``files``, ``n_trajectories``, ``n_times`` and ``space``.
+        ``layout``, ``files``, ``n_trajectories``, ``n_times``, ``space`` and
+        ``mask`` (``None``, or its source and counts of valid and masked points).
         ``fields`` maps each name to its dataset (path, axes, shape, dtype, chunks,
         compression, units) and ``statistics``. ``parameters`` and ``grid`` give
         ranges and units. Only ``layout`` is present when the source cannot be
         built.
     problems : list of str
         One message per problem; empty when the data are ready for training.
+        NaN and inf at masked points are reported in the statistics and logged,
+        but are not problems.
     """
     try:
         if not isinstance(layout, Layout):
@@ -212,7 +238,7 @@ def field_statistics(
     n_components = source.fields[name].n_components
     snapshot_bytes = 8 * n_components * int(np.prod(source.space_shape))
     block = max(1, max_block_bytes // snapshot_bytes)
-    statistics = FieldStatistics(n_components, max_offenders)
+    statistics = FieldStatistics(n_components, max_offenders, source.mask)
     log.info("preflight: reading field %r in blocks of %d snapshots", name, block)
     try:
         for trajectory in range(source.n_trajectories):
@@ -232,7 +258,18 @@ def field_statistics(
     n_nan, n_inf = sum(result["n_nan"]), sum(result["n_inf"])
     if n_nan or n_inf:
         where = _first_offender(result["offenders"])
-        problems.append(f"field {name!r}: {n_nan} NaN and {n_inf} inf values{where}")
+        points = "" if source.mask is None else " at valid points"
+        problems.append(
+            f"field {name!r}: {n_nan} NaN and {n_inf} inf values{points}{where}"
+        )
+    n_masked = sum(result["n_nan_masked"]) + sum(result["n_inf_masked"])
+    if n_masked:
+        log.info(
+            "preflight: field %r has %d NaN or inf values at masked points, which "
+            "are ignored",
+            name,
+            n_masked,
+        )
     return result
 
 
@@ -245,7 +282,8 @@ def _first_offender(offenders: list[dict]) -> str:
         f"{first['dataset']!r}, trajectory {first['trajectory_in_file']} and time "
         f"index {first['time_in_file']} of that file, component "
         f"{first['component']}, {first['index']}. Fix or drop that trajectory in "
-        "the solver output"
+        "the solver output, or mark points outside the domain with the layout's "
+        "'mask'"
     )
 
 

@@ -36,6 +36,7 @@ from surrogates.data.metadata import (
     field_infos,
     parameter_units,
     read_grid,
+    read_mask_dataset,
     scan_file,
 )
 from surrogates.data.series import (
@@ -82,6 +83,10 @@ class HDF5Source:
     within ``layout.cache_bytes`` (64 MiB when unset): the least recently used
     datasets are closed, which frees their caches, before a new one would exceed
     it. No field values are cached beyond these chunk caches.
+
+    ``mask`` is ``None`` without a layout mask, else a bool array of shape
+    ``space_shape`` in model axis order, True at valid points. It is read once,
+    from the first file, when the source is built.
     """
 
     def __init__(self, layout: Layout) -> None:
@@ -110,6 +115,8 @@ class HDF5Source:
             self.grid[TIME]["values"] = self._joined_times(groups)
         self.sizes = {**first.sizes, TIME: self.n_times}
         self.space_shape = tuple(first.sizes[axis] for axis in layout.space)
+        self.mask: np.ndarray | None = None
+        self.mask = self._read_mask()
         log.info(
             "layout %r: %d files, %d trajectories, %d times, space %s, fields %s",
             layout.name,
@@ -119,6 +126,52 @@ class HDF5Source:
             dict(zip(layout.space, self.space_shape, strict=True)),
             list(self.fields),
         )
+        if self.mask is not None:
+            log.info(
+                "layout %r: mask from %s, %d of %d points valid",
+                layout.name,
+                self.mask_source,
+                int(self.mask.sum()),
+                self.mask.size,
+            )
+
+    def _read_mask(self) -> np.ndarray | None:
+        # The static mask, (*space) bool in model order, True at valid points.
+        spec = self.layout.mask
+        if spec is None:
+            return None
+        if spec.nan_in is None:
+            with open_hdf5(self.files[0], locking=self.layout.locking) as handle:
+                mask = read_mask_dataset(
+                    handle, spec, self.layout.space, self.space_shape
+                )
+            path = f"{self.files[0]}: mask dataset {spec.path!r}"
+            fix = "check 'masked_where' (zero or nonzero) and 'path'"
+        else:
+            first = self.read(spec.nan_in, 0, slice(0, 1), check_finite=False)
+            self.close()  # no handle stays open in the process that forks workers
+            mask = np.isfinite(first).all(axis=(0, 1))
+            path = (
+                f"{self.files[0]}: field {spec.nan_in!r} "
+                f"({self.layout.fields[spec.nan_in].path})"
+            )
+            fix = "name a field that is finite inside the domain in 'mask.nan_in'"
+        if not mask.any():
+            raise DataFileError(
+                f"{path}: the mask marks all {mask.size} points as masked, so no "
+                f"point is left to train on; {fix}"
+            )
+        return mask
+
+    @property
+    def mask_source(self) -> str | None:
+        """Where the mask comes from, in words, or None without a mask."""
+        spec = self.layout.mask
+        if spec is None:
+            return None
+        if spec.nan_in is not None:
+            return f"NaN or inf of field {spec.nan_in!r} at the first snapshot"
+        return f"dataset {spec.path!r}, masked where {spec.masked_where}"
 
     def _build_index(self, groups: list[list[FileScan]]) -> None:
         # Number files, trajectories and per-file time segments over all series.
@@ -266,27 +319,34 @@ class HDF5Source:
         times
             Time indices as a slice with a positive step (or none).
         check_finite
-            Raise on NaN or inf; the preflight check turns it off to count them.
+            Raise on NaN or inf at valid points (every point without a mask); the
+            preflight check turns it off to count them.
 
         Returns
         -------
         numpy.ndarray
-            Shape ``(n_times, n_components, *space)``, float32.
+            Shape ``(n_times, n_components, *space)``, float32. Values at masked
+            points are returned as stored, which may be NaN.
 
         Raises
         ------
         NonFiniteValueError
-            If the values contain NaN or inf; the message names file, dataset and
-            the first offending index.
+            If the values contain NaN or inf at a valid point; the message names
+            file, dataset and the first offending index.
         """
         requested = self._requested(times)
         shape = (len(requested), self.fields[field].n_components, *self.space_shape)
         values = np.empty(shape, dtype=np.float32)
         self._fill(values, field, trajectory, requested)
-        if check_finite and not np.isfinite(values).all():
+        if check_finite and not self._finite_at_valid_points(values):
             spec = self.layout.fields[field]
             self._raise_non_finite(values, field, spec, trajectory, requested)
         return values
+
+    def _finite_at_valid_points(self, values: np.ndarray) -> bool:
+        if self.mask is None:
+            return bool(np.isfinite(values).all())
+        return bool(np.isfinite(values[:, :, self.mask]).all())
 
     def read_into(
         self, field: str, trajectory: int, times: slice, out: np.ndarray
@@ -387,17 +447,22 @@ class HDF5Source:
     def _raise_non_finite(
         self, values: np.ndarray, field: str, spec: FieldSpec, trajectory: int, times
     ) -> None:
-        bad = np.argwhere(~np.isfinite(values))
+        bad_points = ~np.isfinite(values)
+        if self.mask is not None:
+            bad_points &= self.mask
+        bad = np.argwhere(bad_points)
         t, _, *space = bad[0]
         time_index = times[t]
         path, local, local_time = self.locate(trajectory, time_index)
         position = dict(zip(self.layout.space, (int(s) for s in space), strict=True))
+        points = "" if self.mask is None else " at valid (unmasked) points"
         raise NonFiniteValueError(
             f"{path}: dataset {spec.path!r} (field {field!r}) contains {len(bad)} NaN "
-            f"or inf values in trajectory {local} at times {times.start}:"
+            f"or inf values{points} in trajectory {local} at times {times.start}:"
             f"{times.stop}; the first is {values[tuple(bad[0])]} at time index "
             f"{time_index} (index {local_time} in that file), {position}. Fix or "
-            "drop that trajectory in the solver output before training."
+            "drop that trajectory in the solver output before training, or, for "
+            "points outside the domain, mark them with the layout's 'mask'."
         )
 
     def read_trajectory(self, field: str, trajectory: int) -> np.ndarray:
@@ -420,4 +485,12 @@ class HDF5Source:
                 for k, v in self.fields.items()
             },
             "parameters": dict(self.parameter_units),
+            "mask": None
+            if self.mask is None
+            else {
+                "source": self.mask_source,
+                "n_valid": int(self.mask.sum()),
+                "n_masked": int(self.mask.size - self.mask.sum()),
+                "n_points": int(self.mask.size),
+            },
         }

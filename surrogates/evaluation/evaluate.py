@@ -3,10 +3,16 @@
 The test trajectories, their split and the normalization are those stored in the
 surrogate's checkpoint; nothing is refitted. Results go to ``metrics.json`` and PNG
 plots in the output directory.
+
+With a layout mask, every pointwise metric (relative L2, correlation, spread and
+skill) runs over the valid points alone, selected by the mask. Power spectra need
+the whole grid, so they are computed on fields whose masked points are set to 0,
+in truth and predictions alike.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -45,14 +51,18 @@ def _mean(values: torch.Tensor) -> float:
 def one_step_errors(
     models: Mapping[str, Surrogate], data: TestData
 ) -> dict[str, float]:
-    """Return the mean one-step relative L2 of each model and of persistence."""
+    """Return the mean one-step relative L2 of each model and of persistence.
+
+    With ``data.mask``, the errors run over the valid points only.
+    """
     inputs, conditions, targets = data.one_step_batch()
+    error = functools.partial(relative_l2, mask=data.mask)
     errors = {}
     for name, model in models.items():
         prediction = model.sample(inputs, conditions, n_samples=1)[0].cpu()
-        errors[name] = _mean(relative_l2(prediction, targets))
+        errors[name] = _mean(error(prediction, targets))
     if data.persistence_available:
-        errors["persistence"] = _mean(relative_l2(data.persistence(inputs), targets))
+        errors["persistence"] = _mean(error(data.persistence(inputs), targets))
     return errors
 
 
@@ -63,18 +73,21 @@ def _per_step(metric, prediction: torch.Tensor, truth: torch.Tensor) -> list[flo
     ]
 
 
-def _correlation(prediction: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
-    return pearson_correlation(prediction, truth, dims=(-2, -1))
-
-
 def rollout_metrics(
-    rollouts: Mapping[str, torch.Tensor], truth: torch.Tensor, step_duration: float
+    rollouts: Mapping[str, torch.Tensor],
+    truth: torch.Tensor,
+    step_duration: float,
+    mask: torch.Tensor | None = None,
 ) -> dict[str, Any]:
     """Relative L2 and correlation per step for each model, spread-skill for ensembles.
 
     ``rollouts[name]`` has shape ``(M, B, T, C, H, W)``; member 0 is scored as the
-    single-sample forecast. ``truth`` has shape ``(B, T, C, H, W)``.
+    single-sample forecast. ``truth`` has shape ``(B, T, C, H, W)``. ``mask``
+    (bool ``(H, W)``, True at valid points) restricts every metric to the valid
+    points.
     """
+    relative_error = functools.partial(relative_l2, mask=mask)
+    correlation = functools.partial(pearson_correlation, dims=(-2, -1), mask=mask)
     n_steps = truth.shape[1] - 1
     result: dict[str, Any] = {
         "lead_time": [step_duration * (t + 1) for t in range(n_steps)],
@@ -83,11 +96,11 @@ def rollout_metrics(
         "ensemble": {},
     }
     for name, values in rollouts.items():
-        result["rel_l2"][name] = _per_step(relative_l2, values[0], truth)
-        result["correlation"][name] = _per_step(_correlation, values[0], truth)
+        result["rel_l2"][name] = _per_step(relative_error, values[0], truth)
+        result["correlation"][name] = _per_step(correlation, values[0], truth)
         if values.shape[0] >= 2:
             scores = [
-                ensemble_spread_skill(values[:, :, t], truth[:, t])
+                ensemble_spread_skill(values[:, :, t], truth[:, t], mask=mask)
                 for t in range(1, n_steps + 1)
             ]
             result["ensemble"][name] = {
@@ -95,14 +108,26 @@ def rollout_metrics(
                 "spread": [float(s["spread"]) for s in scores],
                 "skill": [float(s["skill"]) for s in scores],
                 "spread_skill_ratio": [float(s["ratio"]) for s in scores],
-                "ensemble_mean_rel_l2": _per_step(relative_l2, values.mean(0), truth),
+                "ensemble_mean_rel_l2": _per_step(
+                    relative_error, values.mean(0), truth
+                ),
             }
     return result
 
 
-def mean_spectrum(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Return wavenumbers and the spectrum of ``(..., C, H, W)`` as ``(C, K)``."""
-    k, spectrum = isotropic_power_spectrum(values.double())
+def mean_spectrum(
+    values: torch.Tensor, mask: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return wavenumbers and the spectrum of ``(..., C, H, W)`` as ``(C, K)``.
+
+    With ``mask`` (bool ``(H, W)``, True at valid points), masked points are set
+    to 0 before the Fourier transform, so the spectrum is that of the zero-filled
+    field.
+    """
+    values = values.double()
+    if mask is not None:
+        values = torch.where(mask.to(values.device), values, 0.0)
+    k, spectrum = isotropic_power_spectrum(values)
     return k, spectrum.reshape(-1, *spectrum.shape[-2:]).mean(dim=0)
 
 
@@ -111,21 +136,23 @@ def spectrum_errors(
     truth: torch.Tensor,
     steps: list[int],
     k_max: int,
+    mask: torch.Tensor | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Band log errors of the mean spectra at the given rollout steps.
 
     Returns the errors (``{"step_<n>": {model: {band: value}}}``) and the spectra
-    themselves for plotting.
+    themselves for plotting. With ``mask``, both truth and rollouts are zero-filled
+    at masked points before their spectra are taken (:func:`mean_spectrum`).
     """
     errors: dict[str, Any] = {}
     curves: dict[str, Any] = {}
     for step in steps:
-        k, reference = mean_spectrum(truth[:, step])
+        k, reference = mean_spectrum(truth[:, step], mask)
         key = f"step_{step}"
         errors[key] = {}
         curves[key] = {"k": k.numpy(), "solver": reference.mean(0).numpy()}
         for name, values in rollouts.items():
-            _, spectrum = mean_spectrum(values[:, :, step])
+            _, spectrum = mean_spectrum(values[:, :, step], mask)
             bands = spectrum_band_log_error(spectrum, reference, k_max=k_max)
             edges = bands.pop("band_edges").tolist()
             errors[key][name] = {band: _mean(v) for band, v in bands.items()}
@@ -194,6 +221,8 @@ def evaluate(
     )
     metrics: dict[str, Any] = {"one_step_rel_l2": one_step_errors(models, data)}
 
+    # NOTE: with a mask, rollout_tensor feeds the generator's outputs at masked
+    # points back in as inputs, where training showed 0 (normalized) instead.
     rollouts = {
         name: model.rollout_tensor(
             data.initial_states,
@@ -206,13 +235,13 @@ def evaluate(
     if data.persistence_available:
         rollouts["persistence"] = data.persistence_rollout()
     step_duration = models["cgan"].step_duration
-    metrics["rollout"] = rollout_metrics(rollouts, data.truth, step_duration)
+    metrics["rollout"] = rollout_metrics(rollouts, data.truth, step_duration, data.mask)
 
     height, width = data.truth.shape[-2:]
     k_max = max(3, math.floor(spectrum_k_max_fraction * min(height, width) / 2))
     steps = sorted({1, data.n_steps})
     metrics["spectrum_log10_error"], spectra = spectrum_errors(
-        rollouts, data.truth, steps, k_max
+        rollouts, data.truth, steps, k_max, data.mask
     )
     metrics["spectrum_k_max"] = k_max
 
@@ -229,12 +258,25 @@ def evaluate(
         "n_rollout_steps": data.n_steps,
         "n_ensemble": n_ensemble,
         "step_duration": step_duration,
+        "mask": describe_mask(data.mask),
     }
     write_plots(output_dir, rollouts, data, spectra, metrics, k_max, n_plot_examples)
     path = output_dir / "metrics.json"
     path.write_text(json.dumps(metrics, indent=2))
     log.info("wrote %s", path)
     return metrics
+
+
+def describe_mask(mask: torch.Tensor | None) -> dict[str, Any] | None:
+    """Return the valid and total point counts and how each metric treats the mask."""
+    if mask is None:
+        return None
+    return {
+        "n_valid": int(mask.sum()),
+        "n_points": mask.numel(),
+        "pointwise_metrics": "over the valid points only",
+        "spectra": "on fields with masked points set to 0",
+    }
 
 
 def headline(metrics: Mapping[str, Any], n_steps: int) -> dict[str, Any]:
@@ -293,6 +335,10 @@ def write_plots(
                 if name in rollouts:
                     panels[name] = rollouts[name][0, example, step, 0].numpy()
             panels["cgan error"] = panels["cgan"] - truth
+            if data.mask is not None:
+                # NaN leaves masked points blank in the plots.
+                outside = ~data.mask.numpy()
+                panels = {k: np.where(outside, np.nan, v) for k, v in panels.items()}
             plots.plot_fields(
                 plot_dir / f"fields_example{example}_step{step}.png",
                 panels,

@@ -4,6 +4,11 @@ Every function takes torch tensors on any device, in float32 or float64, casts t
 to float64 before reducing, and returns float64 tensors on the input device. Fields
 are laid out as ``(..., C, H, W)`` and ensembles put the member axis first, as
 ``(M, B, C, H, W)``.
+
+Every function takes an optional ``mask``: a bool tensor over the trailing spatial
+axes, for example ``(H, W)``, True at valid points. The metric is then computed
+over the valid points alone, which are selected with ``values[..., mask]``, so
+whatever the masked points hold (NaN included) never enters the result.
 """
 
 import math
@@ -38,12 +43,43 @@ def _normalize_dims(dims: int | Sequence[int], ndim: int) -> tuple[int, ...]:
     return normalized
 
 
+def _select_valid(
+    mask: Tensor | None, dims: tuple[int, ...], *tensors: Tensor
+) -> tuple[tuple[int, ...], list[Tensor]]:
+    """Select the valid points of each tensor and map ``dims`` to the result.
+
+    ``dims`` are non-negative axes of the first tensor. The masked trailing axes
+    become one axis of valid points, in row-major order.
+    """
+    if mask is None:
+        return dims, list(tensors)
+    ndim = tensors[0].ndim
+    n_masked = mask.ndim
+    shape = tuple(tensors[0].shape[ndim - n_masked :])
+    if mask.dtype != torch.bool or n_masked == 0 or tuple(mask.shape) != shape:
+        raise ValueError(
+            f"mask has dtype {mask.dtype} and shape {tuple(mask.shape)}, expected "
+            f"a bool tensor of the trailing spatial shape {shape} of the fields "
+            f"{tuple(tensors[0].shape)}, True at valid points"
+        )
+    masked_axes = set(range(ndim - n_masked, ndim))
+    if not masked_axes <= set(dims):
+        raise ValueError(
+            f"dims={dims} leaves some of the masked axes {sorted(masked_axes)} "
+            "unreduced; with a mask, reduce over all of its axes"
+        )
+    kept = tuple(dim for dim in dims if dim not in masked_axes)
+    selected = [values[..., mask.to(values.device)] for values in tensors]
+    return (*kept, ndim - n_masked), selected
+
+
 def relative_l2(
     prediction: Tensor,
     target: Tensor,
     dims: int | Sequence[int] = (-3, -2, -1),
     *,
     eps: float = 1e-12,
+    mask: Tensor | None = None,
 ) -> Tensor:
     """Compute the relative L2 error ``||prediction - target|| / ||target||``.
 
@@ -58,6 +94,9 @@ def relative_l2(
         is zero over ``dims`` the result is ``||prediction|| / eps``: zero when the
         prediction is zero as well, and a large finite number otherwise, so finite
         inputs never give NaN or infinity.
+    mask : Tensor, optional
+        Bool ``(H, W)`` (the trailing axes), True at valid points; the norms then
+        run over the valid points only. ``dims`` must include every masked axis.
 
     Returns
     -------
@@ -67,7 +106,7 @@ def relative_l2(
     Raises
     ------
     ValueError
-        If the shapes differ or ``dims`` is out of range.
+        If the shapes differ, ``dims`` is out of range, or ``mask`` does not fit.
 
     Examples
     --------
@@ -77,6 +116,7 @@ def relative_l2(
     """
     _check_same_shape(prediction, target)
     dims = _normalize_dims(dims, target.ndim)
+    dims, (prediction, target) = _select_valid(mask, dims, prediction, target)
     target = target.to(torch.float64)
     error = prediction.to(torch.float64) - target
     error_norm = torch.linalg.vector_norm(error, dim=dims)
@@ -88,6 +128,8 @@ def rmse(
     prediction: Tensor,
     target: Tensor,
     dims: int | Sequence[int] = (-3, -2, -1),
+    *,
+    mask: Tensor | None = None,
 ) -> Tensor:
     """Compute the root-mean-square error over ``dims``.
 
@@ -97,6 +139,9 @@ def rmse(
         Fields of the same shape, for example ``(B, C, H, W)``.
     dims : int or sequence of int, default ``(-3, -2, -1)``
         Axes the mean runs over.
+    mask : Tensor, optional
+        Bool ``(H, W)`` (the trailing axes), True at valid points; the mean then
+        runs over the valid points only. ``dims`` must include every masked axis.
 
     Returns
     -------
@@ -106,10 +151,11 @@ def rmse(
     Raises
     ------
     ValueError
-        If the shapes differ or ``dims`` is out of range.
+        If the shapes differ, ``dims`` is out of range, or ``mask`` does not fit.
     """
     _check_same_shape(prediction, target)
     dims = _normalize_dims(dims, target.ndim)
+    dims, (prediction, target) = _select_valid(mask, dims, prediction, target)
     error = prediction.to(torch.float64) - target.to(torch.float64)
     return error.square().mean(dim=dims).sqrt()
 
@@ -118,6 +164,8 @@ def pearson_correlation(
     prediction: Tensor,
     target: Tensor,
     dims: int | Sequence[int] = (-2, -1),
+    *,
+    mask: Tensor | None = None,
 ) -> Tensor:
     """Compute the Pearson correlation of two fields over ``dims``.
 
@@ -130,6 +178,10 @@ def pearson_correlation(
         Fields of the same shape, for example ``(B, C, H, W)``.
     dims : int or sequence of int, default ``(-2, -1)``
         Axes the correlation runs over; the default gives one value per channel.
+    mask : Tensor, optional
+        Bool ``(H, W)`` (the trailing axes), True at valid points; means and sums
+        then run over the valid points only. ``dims`` must include every masked
+        axis.
 
     Returns
     -------
@@ -140,10 +192,11 @@ def pearson_correlation(
     Raises
     ------
     ValueError
-        If the shapes differ or ``dims`` is out of range.
+        If the shapes differ, ``dims`` is out of range, or ``mask`` does not fit.
     """
     _check_same_shape(prediction, target)
     dims = _normalize_dims(dims, target.ndim)
+    dims, (prediction, target) = _select_valid(mask, dims, prediction, target)
     prediction = prediction.to(torch.float64)
     target = target.to(torch.float64)
     prediction = prediction - prediction.mean(dim=dims, keepdim=True)
@@ -167,7 +220,9 @@ def _check_ensemble(ensemble: Tensor, target: Tensor, min_members: int) -> None:
         )
 
 
-def ensemble_spread_skill(ensemble: Tensor, target: Tensor) -> dict[str, Tensor]:
+def ensemble_spread_skill(
+    ensemble: Tensor, target: Tensor, *, mask: Tensor | None = None
+) -> dict[str, Tensor]:
     """Compute the spread, the skill and their ratio for an ensemble forecast.
 
     For each batch element, ``spread`` is the square root of the grid mean of the
@@ -185,6 +240,9 @@ def ensemble_spread_skill(ensemble: Tensor, target: Tensor) -> dict[str, Tensor]
         ``(M, B, ...)`` with ``M >= 2`` members, for example ``(M, B, C, H, W)``.
     target : Tensor
         ``(B, ...)``, the solver output.
+    mask : Tensor, optional
+        Bool ``(H, W)`` (the trailing axes), True at valid points; the grid means
+        then run over the valid points only.
 
     Returns
     -------
@@ -198,9 +256,12 @@ def ensemble_spread_skill(ensemble: Tensor, target: Tensor) -> dict[str, Tensor]
     Raises
     ------
     ValueError
-        If ``ensemble`` is not ``(M, *target.shape)`` or has fewer than 2 members.
+        If ``ensemble`` is not ``(M, *target.shape)`` or has fewer than 2 members,
+        or ``mask`` does not fit.
     """
     _check_ensemble(ensemble, target, min_members=2)
+    all_axes = tuple(range(ensemble.ndim))
+    _, (ensemble, target) = _select_valid(mask, all_axes, ensemble, target)
     n_members, n_batch = ensemble.shape[0], ensemble.shape[1]
     ensemble = ensemble.to(torch.float64).reshape(n_members, n_batch, -1)
     target = target.to(torch.float64).reshape(n_batch, -1)
@@ -222,7 +283,9 @@ def ensemble_spread_skill(ensemble: Tensor, target: Tensor) -> dict[str, Tensor]
     }
 
 
-def crps_ensemble(ensemble: Tensor, target: Tensor, fair: bool = True) -> Tensor:
+def crps_ensemble(
+    ensemble: Tensor, target: Tensor, fair: bool = True, *, mask: Tensor | None = None
+) -> Tensor:
     """Compute the pointwise continuous ranked probability score of an ensemble.
 
     The score is ``mean_i |x_i - y| - sum_ij |x_i - x_j| / (2 * D)`` with
@@ -241,20 +304,26 @@ def crps_ensemble(ensemble: Tensor, target: Tensor, fair: bool = True) -> Tensor
         Use the fair estimator, which needs ``M >= 2``. The fair score of an
         ensemble does not depend on ``M`` in expectation, so ensembles of different
         sizes can be compared.
+    mask : Tensor, optional
+        Bool ``(H, W)`` (the trailing axes), True at valid points; only the valid
+        points are scored.
 
     Returns
     -------
     Tensor
-        float64 in the units of ``target``, shape of ``target``. Average it over
-        the axes you need.
+        float64 in the units of ``target``, shape of ``target``. With a mask, the
+        masked axes are replaced by one axis of the valid points in row-major
+        order, for example ``(B, C, n_valid)``. Average it over the axes you need.
 
     Raises
     ------
     ValueError
-        If ``ensemble`` is not ``(M, *target.shape)``, or ``fair`` is set and
-        ``M < 2``.
+        If ``ensemble`` is not ``(M, *target.shape)``, ``fair`` is set and
+        ``M < 2``, or ``mask`` does not fit.
     """
     _check_ensemble(ensemble, target, min_members=2 if fair else 1)
+    all_axes = tuple(range(ensemble.ndim))
+    _, (ensemble, target) = _select_valid(mask, all_axes, ensemble, target)
     n_members = ensemble.shape[0]
     ensemble = ensemble.to(torch.float64)
     target = target.to(torch.float64)

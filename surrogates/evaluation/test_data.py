@@ -22,6 +22,11 @@ class TestData:
     ``(B, n_steps + 1, C, H, W)`` with ``truth[:, 0]`` the newest initial state, and
     ``conditions`` maps each condition name to ``(B,)`` values. The one-step arrays
     hold up to ``max_one_step_samples`` further windows.
+
+    ``mask`` is the layout's mask, a bool ``(H, W)`` tensor True at valid points,
+    or ``None``. At masked points the inputs hold the training mean of each
+    channel (0 once normalized, as in training), and ``truth`` and
+    ``one_step_targets`` hold the stored values, which may be NaN.
     """
 
     trajectories: list[int]
@@ -33,6 +38,7 @@ class TestData:
     one_step_conditions: dict[str, torch.Tensor]
     persistence_available: bool
     output_channel_names: list[str]
+    mask: torch.Tensor | None = None
 
     @property
     def n_steps(self) -> int:
@@ -63,6 +69,14 @@ def _evenly_spaced(items: list, n: int) -> list:
 def _read_window(source, fields, trajectory: int, times: slice) -> torch.Tensor:
     arrays = [source.read(name, trajectory, times) for name in fields]
     return torch.from_numpy(np.concatenate(arrays, axis=1))
+
+
+def _fill_masked(inputs: torch.Tensor, mask, fill: torch.Tensor) -> torch.Tensor:
+    # inputs (B, T, C, *space), fill (C,): fill[c] at every masked point of channel c
+    if mask is None:
+        return inputs
+    fill = fill.to(inputs.dtype).reshape(-1, *[1] * mask.ndim)
+    return torch.where(torch.from_numpy(mask), inputs, fill)
 
 
 def load_test_data(
@@ -96,6 +110,10 @@ def load_test_data(
             f"of stride {k} after {n_in} input steps"
         )
     in_fields, out_fields = task.input_channel_fields, task.output_fields
+    normalizer = surrogate.normalizer
+    input_means = torch.tensor(
+        [m for name in in_fields for m in normalizer.field_mean[name]]
+    )
 
     def windows(pairs, n):
         inputs, targets, conditions = [], [], {c: [] for c in task.conditions}
@@ -109,7 +127,8 @@ def load_test_data(
             for c in task.conditions:
                 conditions[c].append(source.parameters[c][trajectory])
         conditions = {c: torch.tensor(v) for c, v in conditions.items()}
-        return torch.stack(inputs), torch.stack(targets), conditions
+        inputs = _fill_masked(torch.stack(inputs), source.mask, input_means)
+        return inputs, torch.stack(targets), conditions
 
     last_start = source.n_times - 1 - n_steps * k
     per_trajectory = max(1, -(-max_initial_states // len(trajectories)))
@@ -140,4 +159,5 @@ def load_test_data(
         one_step_conditions=one_conditions,
         persistence_available=tuple(out_fields) == tuple(in_fields),
         output_channel_names=names,
+        mask=None if source.mask is None else torch.from_numpy(source.mask),
     )
