@@ -13,6 +13,12 @@ import torch
 import xarray as xr
 
 from surrogates.data import Normalizer, StepTask
+from surrogates.data.masking import (
+    MaskedOutput,
+    decode_mask,
+    fill_masked,
+    select_valid,
+)
 from surrogates.emulator.export import dataset_to_canonical
 from surrogates.models import UNetGenerator, autoregressive_rollout
 from surrogates.training import load_checkpoint, resolve_device
@@ -48,7 +54,11 @@ class Surrogate:
         self.parameter_units = meta["data"]["parameters"]
         self.grid = meta["grid"]
         self.space = tuple(meta["layout"]["space"])
+        mask = decode_mask(meta.get("mask"))
+        self.mask = None if mask is None else torch.from_numpy(mask).to(device)
         self.checkpoint_path: Path | None = None
+        # The generator's outputs are 0.0 at masked points, as in training.
+        self._generate = MaskedOutput(self.generator, self.mask)
 
     @classmethod
     def load(
@@ -170,17 +180,27 @@ class Surrogate:
                 f"{dict(zip(self.space, space, strict=True))} (or (B, C, H, W) when "
                 "one input step is used)"
             )
-        if not torch.isfinite(inputs).all():
-            raise ValueError("inputs contain NaN or inf; pass finite physical states")
+        if not torch.isfinite(select_valid(inputs, self.mask)).all():
+            where = " at valid points" if self.mask is not None else ""
+            raise ValueError(
+                f"inputs contain NaN or inf{where}; pass finite physical states"
+            )
         normalized = self.normalizer.normalize_fields(inputs, fields)
-        return normalized.flatten(1, 2)
+        return fill_masked(normalized, self.mask).flatten(1, 2)
+
+    def _physical(self, normalized: torch.Tensor) -> torch.Tensor:
+        # Physical output states, NaN at masked points (outside the domain).
+        physical = self.normalizer.denormalize_fields(
+            normalized, self.task.output_fields
+        )
+        return fill_masked(physical, self.mask, float("nan"))
 
     @torch.no_grad()
     def _step(self, normalized_inputs, normalized_conditions, n_samples: int):
         repeat = (n_samples, *([1] * (normalized_inputs.ndim - 1)))
         inputs = normalized_inputs.repeat(repeat)
         conditions = normalized_conditions.repeat(n_samples, 1)
-        outputs = self.generator(inputs, conditions)
+        outputs = self._generate(inputs, conditions)
         return outputs.view(n_samples, -1, *outputs.shape[1:])
 
     def sample(self, inputs, conditions=None, n_samples: int = 1) -> torch.Tensor:
@@ -206,7 +226,7 @@ class Surrogate:
         normalized = self._normalized_inputs(inputs)
         conditions = self._condition_tensor(conditions, normalized.shape[0])
         outputs = self._step(normalized, conditions, n_samples)
-        return self.normalizer.denormalize_fields(outputs, self.task.output_fields)
+        return self._physical(outputs)
 
     def rollout_tensor(
         self, initial_state, conditions=None, n_steps: int = 1, n_samples: int = 1
@@ -232,10 +252,10 @@ class Surrogate:
         conditions = conditions.repeat(n_samples, 1)
         with torch.no_grad():
             generated = autoregressive_rollout(
-                self.generator, window, conditions, n_steps
+                self._generate, window, conditions, n_steps
             )
         stacked = torch.cat([window[:, None, -n_channels:], generated], dim=1)
-        physical = self.normalizer.denormalize_fields(stacked, task.output_fields)
+        physical = self._physical(stacked)
         return physical.view(n_samples, batch_size, *physical.shape[1:])
 
     def rollout(

@@ -221,8 +221,6 @@ def evaluate(
     )
     metrics: dict[str, Any] = {"one_step_rel_l2": one_step_errors(models, data)}
 
-    # NOTE: with a mask, rollout_tensor feeds the generator's outputs at masked
-    # points back in as inputs, where training showed 0 (normalized) instead.
     rollouts = {
         name: model.rollout_tensor(
             data.initial_states,

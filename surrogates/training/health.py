@@ -17,6 +17,8 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
+from surrogates.data.masking import select_valid
+
 log = logging.getLogger(__name__)
 
 # Mean real logit minus mean fake logit at which each loss treats the two as fully
@@ -72,14 +74,17 @@ def draw_samples(
     return torch.stack(draws)
 
 
-def ensemble_spread(samples: Tensor, targets: Tensor) -> float:
+def ensemble_spread(
+    samples: Tensor, targets: Tensor, mask: Tensor | None = None
+) -> float:
     """Return the spread of ``samples`` relative to the variability of ``targets``.
 
     The spread is the standard deviation over the draws of `(n_draws, B, C, H, W)`
-    samples, averaged over every grid point, divided by the standard deviation of
-    all target values `(B, C, H, W)`. It is 0 for a generator that ignores its
-    noise.
+    samples, averaged over every grid point (the valid points of a boolean
+    ``(H, W)`` ``mask``), divided by the standard deviation of all target values
+    `(B, C, H, W)` there. It is 0 for a generator that ignores its noise.
     """
+    samples, targets = select_valid(samples, mask), select_valid(targets, mask)
     spread = samples.std(dim=0).mean()
     reference = targets.float().std().clamp_min(1e-12)
     return float(spread / reference)
@@ -99,10 +104,15 @@ class HealthMonitor:
     batch
         The fixed validation batch: ``inputs``, ``conditions``, ``targets``, on the
         training device.
+    mask
+        Boolean ``(H, W)``, True at valid points; the spread counts only those.
     """
 
-    def __init__(self, options, batch: dict[str, Tensor]) -> None:
+    def __init__(
+        self, options, batch: dict[str, Tensor], mask: Tensor | None = None
+    ) -> None:
         self.batch = batch
+        self.mask = mask
         self.patience = options.health_patience
         self.warmup_steps = options.health_warmup_steps
         self.min_spread = options.health_min_spread
@@ -134,7 +144,7 @@ class HealthMonitor:
             n_draws=self.n_draws,
             seed=self.seed,
         )
-        spread = ensemble_spread(samples, self.batch["targets"])
+        spread = ensemble_spread(samples, self.batch["targets"], self.mask)
         scalars["train/ensemble_spread"] = spread
         if step < self.warmup_steps:
             return False

@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from surrogates.data.masking import select_valid
+
 
 def hinge_discriminator_loss(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
     """Hinge loss, ``E[relu(1 - D(real))] + E[relu(1 + D(fake))]``."""
@@ -89,18 +91,24 @@ def adversarial_losses(name: str):
 
 
 def reconstruction_loss(
-    prediction: torch.Tensor, target: torch.Tensor, kind: str = "l1"
+    prediction: torch.Tensor,
+    target: torch.Tensor,
+    kind: str = "l1",
+    mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Mean absolute (``"l1"``) or squared (``"l2"``) error."""
+    """Mean absolute (``"l1"``) or squared (``"l2"``) error over the valid points."""
+    error = select_valid(prediction, mask) - select_valid(target, mask)
     if kind == "l1":
-        return (prediction - target).abs().mean()
+        return error.abs().mean()
     if kind == "l2":
-        return ((prediction - target) ** 2).mean()
+        return (error**2).mean()
     raise ValueError(f"reconstruction_loss={kind!r} is not supported; use 'l1' or 'l2'")
 
 
-def ensemble_crps_loss(samples: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Fair CRPS of an ensemble, averaged over every grid point.
+def ensemble_crps_loss(
+    samples: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Fair CRPS of an ensemble, averaged over every valid grid point.
 
     Parameters
     ----------
@@ -108,6 +116,8 @@ def ensemble_crps_loss(samples: torch.Tensor, target: torch.Tensor) -> torch.Ten
         ``(M, B, C, H, W)`` with ``M >= 2`` generator samples for the same inputs.
     target
         ``(B, C, H, W)``.
+    mask
+        Boolean ``(H, W)``, True at the points that count; None for all points.
 
     Notes
     -----
@@ -120,6 +130,7 @@ def ensemble_crps_loss(samples: torch.Tensor, target: torch.Tensor) -> torch.Ten
     n_members = samples.shape[0]
     if n_members < 2:
         raise ValueError(f"ensemble CRPS needs at least 2 samples, got {n_members}")
+    samples, target = select_valid(samples, mask), select_valid(target, mask)
     skill = (samples - target.unsqueeze(0)).abs().mean()
     pair_sum = (samples.unsqueeze(0) - samples.unsqueeze(1)).abs().sum(dim=(0, 1))
     spread = pair_sum.mean() / (n_members * (n_members - 1))

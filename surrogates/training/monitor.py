@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from surrogates.data.masking import fill_masked
 from surrogates.training.health import draw_samples
 from surrogates.training.scalars import ScalarWriter
 
@@ -64,6 +65,7 @@ class TrainingMonitor:
             n_draws=1,
             seed=trainer.options.seed,
         )[0]
+        samples = fill_masked(samples, trainer.mask)
         directory = trainer.run_dir / "logs" / "images"
         _, pixels = write_sample_image(
             directory, trainer.step, batch["targets"], samples

@@ -17,6 +17,7 @@ from surrogates.data import (
     layout_from_dict,
     split_trajectories,
 )
+from surrogates.data.masking import encode_mask
 from surrogates.models import PatchDiscriminator, TemporalDiscriminator, UNetGenerator
 from surrogates.training import checkpoint as ckpt
 from surrogates.training.device import resolve_device
@@ -54,6 +55,7 @@ class PreparedData:
             "normalization": self.normalizer.to_dict(),
             "data": self.source.describe(),
             "grid": grid,
+            "mask": encode_mask(self.source.mask),
         }
 
 

@@ -13,6 +13,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from surrogates.data import StepDataset
+from surrogates.data.masking import MaskedOutput
 from surrogates.training import checkpoint as ckpt
 from surrogates.training.batches import BatchStream
 from surrogates.training.ema import ema_model, update_ema
@@ -110,9 +111,14 @@ class Trainer:
         self.generator = generator.to(self.device)
         self.discriminator = discriminator.to(self.device)
         self.ema = ema_model(self.generator, options.ema_decay)
+        # Outputs are 0.0 at masked points, as the normalized data are there.
+        mask = getattr(train_dataset, "mask", None)
+        self.mask = None if mask is None else mask.to(self.device)
         self.run_generator = forward_function(
             self.generator, "generator", options.compile
         )
+        if self.mask is not None:
+            self.run_generator = MaskedOutput(self.run_generator, self.mask)
         self.run_discriminator = forward_function(
             self.discriminator, "discriminator", options.compile
         )
@@ -142,7 +148,7 @@ class Trainer:
             sample_source = valid_dataset
         batch = fixed_batch(sample_source, options.health_batch_size)
         self.fixed_batch = {k: v.to(self.device) for k, v in batch.items()}
-        self.health = HealthMonitor(options, self.fixed_batch)
+        self.health = HealthMonitor(options, self.fixed_batch, mask=self.mask)
         self.monitor = TrainingMonitor(self)
         self.step = 0
         self.last_scalars: dict[str, float] = {}
@@ -220,11 +226,13 @@ class Trainer:
     def _generator_terms(self, samples, targets, inputs):
         opts = self.options
         fake = samples[0]
-        loss_rec = reconstruction_loss(fake, targets, opts.reconstruction_loss)
+        loss_rec = reconstruction_loss(
+            fake, targets, opts.reconstruction_loss, mask=self.mask
+        )
         loss_g = opts.reconstruction_weight * loss_rec
         scalars = {"train/loss_rec": loss_rec.item()}
         if opts.crps_weight > 0:
-            loss_crps = ensemble_crps_loss(samples, targets)
+            loss_crps = ensemble_crps_loss(samples, targets, mask=self.mask)
             loss_g = loss_g + opts.crps_weight * loss_crps
             scalars["train/loss_crps"] = loss_crps.item()
         if self.physics.active:

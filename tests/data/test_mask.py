@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 import h5py
@@ -21,6 +22,7 @@ from surrogates.data import (
     layout_from_dict,
     make_loader,
 )
+from surrogates.data.masking import decode_mask, encode_mask, fill_masked, select_valid
 from surrogates.data.preflight import run_preflight
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -363,3 +365,20 @@ def test_preflight_script_prints_mask(ocean_file):
     masked_nan = N_TRAJECTORIES * N_TIMES * n_masked
     assert f"    at masked points (ignored): NaN {masked_nan}  inf 0" in lines
     assert "no problems found" in lines
+
+
+def test_mask_encoding_round_trips():
+    mask = np.random.default_rng(0).random((7, 13)) > 0.3
+    encoded = encode_mask(mask)
+    assert json.loads(json.dumps(encoded)) == encoded
+    np.testing.assert_array_equal(decode_mask(encoded), mask)
+    assert encode_mask(None) is None
+    assert decode_mask(None) is None
+
+
+def test_fill_masked_replaces_nan_by_selection():
+    mask = torch.tensor([[True, False], [False, True]])
+    fields = torch.tensor([[[1.0, float("nan")], [float("inf"), 4.0]]])
+    filled = fill_masked(fields, mask)
+    assert torch.equal(filled, torch.tensor([[[1.0, 0.0], [0.0, 4.0]]]))
+    assert torch.equal(select_valid(fields, mask), torch.tensor([[1.0, 4.0]]))

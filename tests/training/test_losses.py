@@ -66,3 +66,36 @@ def test_crps_matches_scoringrules():
     assert ensemble_crps_loss(samples, target).item() == pytest.approx(
         float(reference.mean()), rel=1e-10
     )
+
+
+def masked_pair():
+    torch.manual_seed(0)
+    prediction = torch.randn(2, 3, 6, 5, requires_grad=True)
+    target = torch.randn(2, 3, 6, 5)
+    mask = torch.ones(6, 5, dtype=torch.bool)
+    mask[1:3, 2:] = False
+    target[..., ~mask] = float("nan")
+    return prediction, target, mask
+
+
+@pytest.mark.parametrize("kind", ["l1", "l2"])
+def test_masked_reconstruction_selects_valid_points(kind):
+    prediction, target, mask = masked_pair()
+    loss = reconstruction_loss(prediction, target, kind, mask=mask)
+    error = (prediction - target).permute(2, 3, 0, 1)[mask]
+    expected = error.abs().mean() if kind == "l1" else (error**2).mean()
+    torch.testing.assert_close(loss, expected, rtol=1e-6, atol=0)
+    loss.backward()
+    assert torch.isfinite(prediction.grad).all()
+    assert torch.equal(prediction.grad[..., ~mask], torch.zeros(2, 3, 6))
+
+
+def test_masked_crps_ignores_nan_under_the_mask():
+    prediction, target, mask = masked_pair()
+    samples = torch.stack([prediction, prediction.detach() + 0.5])
+    loss = ensemble_crps_loss(samples, target, mask=mask)
+    valid = samples[..., mask], target[..., mask]
+    expected = ensemble_crps_loss(valid[0][..., None], valid[1][..., None])
+    torch.testing.assert_close(loss, expected, rtol=1e-6, atol=0)
+    loss.backward()
+    assert torch.isfinite(prediction.grad).all()
