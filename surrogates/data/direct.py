@@ -42,9 +42,9 @@ Index = Sequence[int | slice]
 class DirectReader:
     """Hyperslabs of one unfiltered dataset, read with ``os.preadv``.
 
-    The byte runs of a selection depend only on where it starts within a chunk,
-    its lengths and its steps, so they are planned once per such pattern and then
-    shifted to the chunks at hand.
+    The byte runs of a selection depend only on its lengths, its steps and, along
+    axes where it crosses a chunk border, where it starts within a chunk. They are
+    planned once per such pattern and then shifted to the chunks at hand.
 
     Parameters
     ----------
@@ -74,6 +74,7 @@ class DirectReader:
         self.offsets = offsets.reshape(-1).tolist()
         grid = [-(-n // c) for n, c in zip(shape, self.chunks, strict=True)]
         self.grid_strides = _strides(grid)
+        self.chunk_strides = _strides(self.chunks)
         self._plans: dict[tuple, list[tuple[int, int, int, int]] | None] = {}
 
     def read(self, index: Index, out: np.ndarray | None = None) -> np.ndarray | None:
@@ -89,10 +90,19 @@ class DirectReader:
         ranges, kept_shape = _selection(index, self.shape)
         if not all(ranges):
             return np.empty(kept_shape, dtype=self.dtype) if out is None else out
-        key, first_chunk = [], 0
-        for r, c, s in zip(ranges, self.chunks, self.grid_strides, strict=True):
-            key.append((r.start % c, len(r), r.step))
-            first_chunk += r.start // c * s
+        key, first_chunk, shift = [], 0, 0
+        for r, c, grid_stride, chunk_stride in zip(
+            ranges, self.chunks, self.grid_strides, self.chunk_strides, strict=True
+        ):
+            local = r.start % c
+            first_chunk += r.start // c * grid_stride
+            if local + (len(r) - 1) * r.step < c:
+                # Within one chunk along this axis the runs do not depend on where
+                # the selection starts, so one plan serves every start.
+                key.append((0, len(r), r.step))
+                shift += local * chunk_stride
+            else:
+                key.append((local, len(r), r.step))
         plan = self._plans.get(key := tuple(key), False)
         if plan is False:
             if len(self._plans) >= MAX_PLANS:
@@ -103,6 +113,7 @@ class DirectReader:
         bases = [self.offsets[first_chunk + run[0]] for run in plan]
         if min(bases) < 0:
             return None
+        shift *= self.dtype.itemsize
         if out is None:
             out = np.empty(kept_shape, dtype=self.dtype)
         elif out.dtype != self.dtype or out.size != math.prod(kept_shape):
@@ -112,10 +123,11 @@ class DirectReader:
             )
         buffer = memoryview(out).cast("B")
         for base, (_, offset, dest, n_bytes) in zip(bases, plan, strict=True):
-            got = os.preadv(self.fd, [buffer[dest : dest + n_bytes]], base + offset)
+            position = base + offset + shift
+            got = os.preadv(self.fd, [buffer[dest : dest + n_bytes]], position)
             if got != n_bytes:
                 raise DataFileError(
-                    f"read {got} of {n_bytes} bytes at byte offset {base + offset}: "
+                    f"read {got} of {n_bytes} bytes at byte offset {position}: "
                     "the file ends early, so it is truncated or still being "
                     "written; wait for the solver to finish or write it again"
                 )
@@ -132,7 +144,7 @@ class DirectReader:
             return None
         dest_extent = [len(r) for r in ranges]
         dest_strides = _strides(dest_extent)
-        chunk_strides = _strides(self.chunks)
+        chunk_strides = self.chunk_strides
         itemsize = self.dtype.itemsize
         plan = []
         for block in itertools.product(*pieces):
