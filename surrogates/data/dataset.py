@@ -282,13 +282,20 @@ class _FieldGroup:
         n_channels = self.slots[-1][2]
         shape = (len(starts), n_times, n_channels, *self.source.space_shape)
         values = np.empty(shape, dtype=np.float32)
+        span = (n_times - 1) * stride + 1
         windows = [
-            (trajectory, slice(first, first + (n_times - 1) * stride + 1, stride))
+            (trajectory, range(first, first + span, stride))
             for trajectory, first in starts
         ]
-        for b, (trajectory, times) in enumerate(windows):
-            for name, lo, hi in self.slots:
-                self.source.read_into(name, trajectory, times, values[b, :, lo:hi])
+        fill = self.source.fill_unchecked
+        if len(self.slots) == 1:
+            name = self.fields[0]
+            for slot, (trajectory, times) in zip(values, windows, strict=True):
+                fill(slot, name, trajectory, times)
+        else:
+            for b, (trajectory, times) in enumerate(windows):
+                for name, lo, hi in self.slots:
+                    fill(values[b, :, lo:hi], name, trajectory, times)
         # numpy rather than torch: these single-threaded passes over a batch do not
         # wait on torch's intra-op threads, which stall when the cores are busy.
         # Masked points may contain NaN, inf or fill values that overflow here.
@@ -303,22 +310,20 @@ class _FieldGroup:
             values.reshape(-1, n_points)[:, self.masked_points] = 0.0
         elif self.masked is not None:
             np.copyto(values, 0.0, where=self.masked)
-        # One reduction instead of an elementwise check: the sum is finite unless a
-        # value is NaN or inf, or (rarely) finite values overflow when added.
-        with np.errstate(over="ignore"):
-            total = values.sum()
-        if not np.isfinite(total):
+        if not np.isfinite(values).all():
             self._raise_non_finite(values, windows)
         return torch.from_numpy(values)
 
     def _raise_non_finite(self, values: np.ndarray, windows) -> None:
         # Re-read each sample that has a non-finite value with the source's check,
-        # whose error names file, dataset and index. Returns if the sum overflowed.
+        # whose error names file, dataset and index. Returns if the raw values are
+        # finite and only the normalization overflowed.
         finite = np.isfinite(values.reshape(len(values), -1)).all(axis=1)
         for b in np.flatnonzero(~finite).tolist():
             trajectory, times = windows[b]
+            window = slice(times.start, times.stop, times.step)
             for name in self.fields:
-                self.source.read(name, trajectory, times)
+                self.source.read(name, trajectory, window)
 
 
 class EpochSampler(Sampler[int]):

@@ -87,13 +87,18 @@ class DirectReader:
         selection is not allocated (HDF5 would return the fill value) or that the
         selection splits into too many small runs for direct reads to pay off.
         """
-        ranges, kept_shape = _selection(index, self.shape)
-        if not all(ranges):
-            return np.empty(kept_shape, dtype=self.dtype) if out is None else out
-        key, first_chunk, shift = [], 0, 0
-        for r, c, grid_stride, chunk_stride in zip(
-            ranges, self.chunks, self.grid_strides, self.chunk_strides, strict=True
+        key, kept_shape, first_chunk, shift = [], [], 0, 0
+        for i, n, c, grid_stride, chunk_stride in zip(
+            index,
+            self.shape,
+            self.chunks,
+            self.grid_strides,
+            self.chunk_strides,
+            strict=True,
         ):
+            r = _axis_range(i, n)
+            if isinstance(i, slice):
+                kept_shape.append(len(r))
             local = r.start % c
             first_chunk += r.start // c * grid_stride
             if local + (len(r) - 1) * r.step < c:
@@ -103,6 +108,8 @@ class DirectReader:
                 shift += local * chunk_stride
             else:
                 key.append((local, len(r), r.step))
+        if 0 in kept_shape:
+            return np.empty(kept_shape, dtype=self.dtype) if out is None else out
         plan = self._plans.get(key := tuple(key), False)
         if plan is False:
             if len(self._plans) >= MAX_PLANS:
@@ -113,7 +120,7 @@ class DirectReader:
         bases = [self.offsets[first_chunk + run[0]] for run in plan]
         if min(bases) < 0:
             return None
-        shift *= self.dtype.itemsize
+        starts = [base + run[1] for base, run in zip(bases, plan, strict=True)]
         if out is None:
             out = np.empty(kept_shape, dtype=self.dtype)
         elif out.dtype != self.dtype or out.size != math.prod(kept_shape):
@@ -121,9 +128,21 @@ class DirectReader:
                 f"out of dtype {out.dtype} and size {out.size} cannot take a "
                 f"selection of shape {kept_shape} and dtype {self.dtype}"
             )
-        buffer = memoryview(out).cast("B")
-        for base, (_, offset, dest, n_bytes) in zip(bases, plan, strict=True):
-            position = base + offset + shift
+        self._fill(memoryview(out).cast("B"), plan, starts, shift * self.dtype.itemsize)
+        return out.reshape(kept_shape)
+
+    def _fill(self, buffer: memoryview, plan, starts: list[int], shift: int) -> None:
+        # Read the runs, one preadv per stretch of runs that are adjacent both in
+        # the file and in the buffer (such as consecutive chunks written in order).
+        k = 0
+        while k < len(plan):
+            position, dest, n_bytes = starts[k] + shift, plan[k][2], plan[k][3]
+            k += 1
+            while k < len(plan) and (
+                starts[k] + shift == position + n_bytes and plan[k][2] == dest + n_bytes
+            ):
+                n_bytes += plan[k][3]
+                k += 1
             got = os.preadv(self.fd, [buffer[dest : dest + n_bytes]], position)
             if got != n_bytes:
                 raise DataFileError(
@@ -131,7 +150,6 @@ class DirectReader:
                     "the file ends early, so it is truncated or still being "
                     "written; wait for the solver to finish or write it again"
                 )
-        return out.reshape(kept_shape)
 
     def _plan(self, key: tuple) -> list[tuple[int, int, int, int]] | None:
         # Runs of a selection starting in chunk 0 along every axis, as
@@ -212,20 +230,15 @@ def open_fd(path: Path) -> int:
     return os.open(path, os.O_RDONLY)
 
 
-def _selection(index: Index, shape: Sequence[int]) -> tuple[list[range], tuple]:
-    # The range selected along each axis, and the shape with int axes dropped.
-    ranges, kept = [], []
-    for i, n in zip(index, shape, strict=True):
-        if isinstance(i, slice):
-            selected = range(n)[i]
-            if selected.step < 1:
-                raise ValueError(f"slice {i} must have a positive step")
-            kept.append(len(selected))
-        else:
-            position = range(n)[i]
-            selected = range(position, position + 1)
-        ranges.append(selected)
-    return ranges, tuple(kept)
+def _axis_range(index: int | slice, n: int) -> range:
+    # The indices that an int or a slice selects along an axis of length n.
+    if isinstance(index, slice):
+        selected = range(n)[index]
+        if selected.step < 1:
+            raise ValueError(f"slice {index} must have a positive step")
+        return selected
+    position = range(n)[index]
+    return range(position, position + 1)
 
 
 def _strides(shape: Sequence[int]) -> list[int]:

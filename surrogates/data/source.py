@@ -93,7 +93,11 @@ class HDF5Source:
         self.layout = layout
         self._handles: dict[int, h5py.File] = {}
         self._fds: dict[int, int] = {}
+        # Direct readers keep their chunk offsets and read plans across close(),
+        # as long as the file's modification time and size stay the same.
         self._direct: dict[tuple[int, str], DirectReader | None] = {}
+        self._signatures: dict[int, tuple[int, int]] = {}
+        self._templates: dict[str, tuple] = {}
         self._in_place: dict[str, bool] = {}
         self.read_plan = ReadPlan()
         self.cache_bytes = layout.cache_bytes or DEFAULT_CACHE_BYTES
@@ -264,7 +268,8 @@ class HDF5Source:
     def _check_pid(self) -> None:
         if self._pid != os.getpid():
             # A forked child inherits the parent's handles; never use them.
-            self._handles, self._fds, self._direct = {}, {}, {}
+            # Direct readers stay: they take new descriptors on their next read.
+            self._handles, self._fds = {}, {}
             self._datasets.clear()
             self._pid = os.getpid()
 
@@ -284,8 +289,6 @@ class HDF5Source:
         fd = self._fds.pop(file_index, None)
         if fd is not None:
             os.close(fd)
-        for key in [k for k in self._direct if k[0] == file_index]:
-            del self._direct[key]
 
     def close(self) -> None:
         """Close every file handle this process opened."""
@@ -293,11 +296,12 @@ class HDF5Source:
         if self._pid == os.getpid():
             for file_index in list(self._handles):
                 self._close_file(file_index)
-        self._handles, self._fds, self._direct = {}, {}, {}
+        self._handles, self._fds = {}, {}
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
-        state["_handles"], state["_fds"], state["_direct"] = {}, {}, {}
+        state["_handles"], state["_fds"] = {}, {}
+        state["_direct"], state["_signatures"], state["_templates"] = {}, {}, {}
         state["_datasets"] = OpenDatasets(self.cache_bytes, self._datasets.n_paths)
         return state
 
@@ -337,7 +341,7 @@ class HDF5Source:
         requested = self._requested(times)
         shape = (len(requested), self.fields[field].n_components, *self.space_shape)
         values = np.empty(shape, dtype=np.float32)
-        self._fill(values, field, trajectory, requested)
+        self.fill_unchecked(values, field, trajectory, requested)
         if check_finite and not self._finite_at_valid_points(values):
             spec = self.layout.fields[field]
             self._raise_non_finite(values, field, spec, trajectory, requested)
@@ -364,7 +368,7 @@ class HDF5Source:
                 f"out has shape {out.shape} and dtype {out.dtype}; field {field!r} "
                 f"at {len(requested)} times needs {shape} float32"
             )
-        self._fill(out, field, trajectory, requested)
+        self.fill_unchecked(out, field, trajectory, requested)
 
     def _requested(self, times: slice) -> range:
         requested = range(self.n_times)[times]
@@ -372,24 +376,37 @@ class HDF5Source:
             raise ValueError(f"times={times} must have a positive step")
         return requested
 
-    def _fill(
+    def fill_unchecked(
         self, out: np.ndarray, field: str, trajectory: int, requested: range
     ) -> None:
+        """Fill ``out`` as :meth:`read_into` does, without checking its arguments.
+
+        ``requested`` is a range of time indices with a positive step, and ``out``
+        a float32 array of shape ``(len(requested), n_components, *space)``. This
+        is the loader's path, called once per field and sample.
+        """
         spec = self.layout.fields[field]
         series, local = self._trajectories[trajectory]
-        self._check_pid()
+        if self._pid != os.getpid():
+            self._check_pid()
         position = 0
         for file_index, local_times in time_pieces(self._series[series], requested):
             index = tuple(
-                self._index_for(axis, spec, local, local_times) for axis in spec.axes
+                local if axis is TRAJECTORY else local_times if axis is TIME else axis
+                for axis in self._index_template(field, spec)
             )
             reader = self._direct.get((file_index, spec.path), False)
-            if reader is False:
+            if reader is False or (reader and file_index not in self._fds):
                 reader = self._open_direct(file_index, spec)
             n = len(range(local_times.start, local_times.stop, local_times.step))
             target = out[position : position + n]
             position += n
-            if self._read_in_place(reader, spec.path, index, target):
+            if (
+                reader is not None
+                and target.flags.c_contiguous
+                and self._fits_in_place(field, spec, reader)
+                and reader.read(index, target) is not None
+            ):
                 continue
             values = None if reader is None else reader.read(index)
             if values is None:
@@ -398,15 +415,22 @@ class HDF5Source:
                 values = dataset[index]
             target[...] = self._to_model_layout(values, spec)
 
-    @staticmethod
-    def _index_for(axis: str, spec: FieldSpec, local: int, times: slice):
-        if axis == TRAJECTORY:
-            return local
-        if axis == TIME:
-            return times
-        if axis in spec.select:
-            return spec.select[axis]
-        return slice(None)
+    def _index_template(self, field: str, spec: FieldSpec) -> tuple:
+        # Per axis: TRAJECTORY or TIME (filled in per read), or the fixed index.
+        template = self._templates.get(field)
+        if template is None:
+            # This module's TRAJECTORY and TIME objects, compared with `is`, so
+            # templates are built in each process and never pickled.
+            template = tuple(
+                TRAJECTORY
+                if axis == TRAJECTORY
+                else TIME
+                if axis == TIME
+                else spec.select.get(axis, slice(None))
+                for axis in spec.axes
+            )
+            self._templates[field] = template
+        return template
 
     def _to_model_layout(self, values: np.ndarray, spec: FieldSpec) -> np.ndarray:
         # A view of values in the axis order (time, component, *space).
@@ -421,28 +445,45 @@ class HDF5Source:
             [kept.index(a) for a in (TIME, COMPONENT, *self.layout.space)]
         )
 
-    def _read_in_place(self, reader, path: str, index, target: np.ndarray) -> bool:
-        # Whether the reader put the bytes straight into target (no conversion).
-        if reader is None or not self._in_place[path]:
-            return False
-        return target.flags.c_contiguous and reader.read(index, target) is not None
-
     def _open_direct(self, file_index: int, spec: FieldSpec) -> DirectReader | None:
         # The direct reader of one dataset, or None where h5py must read it.
+        if file_index not in self._fds:
+            self._open_fd(file_index)
+        reader = self._direct.get((file_index, spec.path), False)
+        if reader is not False:
+            return reader
         handle = self._handle(file_index)
         dataset = self._datasets.get(handle, file_index, spec, self.read_plan)
-        if file_index not in self._fds:
-            self._fds[file_index] = open_fd(self.files[file_index])
         reader = direct_reader(dataset, self._fds[file_index])
         self._direct[file_index, spec.path] = reader
-        if spec.path not in self._in_place:
-            # Bytes can go straight into the output when they are native float32
-            # in the output's axis order (axes of size 1 aside).
+        return reader
+
+    def _fits_in_place(self, field: str, spec: FieldSpec, reader: DirectReader):
+        # Whether the file's bytes can go straight into the output: native float32
+        # in the output's axis order (axes of size 1 aside).
+        fits = self._in_place.get(field)
+        if fits is None:
             kept = [a for a in spec.axes if a != TRAJECTORY and a not in spec.select]
             model = [a for a in (TIME, COMPONENT, *self.layout.space) if a in kept]
-            native = dataset.dtype == np.dtype(np.float32)
-            self._in_place[spec.path] = native and kept == model
-        return reader
+            native = reader.dtype == np.dtype(np.float32)
+            fits = self._in_place[field] = native and kept == model
+        return fits
+
+    def _open_fd(self, file_index: int) -> None:
+        # Open a descriptor for direct reads and give it to the file's kept readers,
+        # or drop them if the file changed since they were built.
+        fd = self._fds[file_index] = open_fd(self.files[file_index])
+        status = os.fstat(fd)
+        signature = (status.st_mtime_ns, status.st_size)
+        kept = [key for key in self._direct if key[0] == file_index]
+        if self._signatures.get(file_index) != signature:
+            self._signatures[file_index] = signature
+            for key in kept:
+                del self._direct[key]
+            return
+        for key in kept:
+            if self._direct[key] is not None:
+                self._direct[key].fd = fd
 
     def _raise_non_finite(
         self, values: np.ndarray, field: str, spec: FieldSpec, trajectory: int, times

@@ -13,7 +13,9 @@ import yaml
 from datafiles import (
     TASK,
     canonical_layout,
+    pypde_layout,
     write_canonical_file,
+    write_pypde_file,
     write_snapshot_files,
     write_well_file,
     write_xarray_netcdf,
@@ -176,7 +178,9 @@ def layouts(tmp_path) -> dict[str, dict]:
     (tmp_path / "snapshots").mkdir()
     write_snapshot_files(tmp_path / "snapshots", [0.0, 1.0, 0.5, 1.5])
     write_xarray_netcdf(tmp_path / "flow.nc")
+    write_pypde_file(tmp_path / "gray_scott.h5", feed=0.04, kill=0.06)
     return {
+        "pypde": pypde_layout(tmp_path / "gray_scott.h5"),
         "canonical": canonical_layout(tmp_path / "canonical.h5"),
         "well": config_layout("the_well_example", tmp_path / "well" / "*.hdf5"),
         "snapshots": config_layout(
@@ -207,6 +211,20 @@ def test_layouts_read_same_without_direct_path(tmp_path, monkeypatch):
         without = all_reads(layout)
         for a, b in zip(with_direct, without, strict=True):
             np.testing.assert_array_equal(a, b, strict=True, err_msg=name)
+
+
+@pytest.mark.parametrize("min_run_bytes", [0, direct.MIN_RUN_BYTES])
+def test_fields_sharing_a_dataset_read_their_own_values(
+    tmp_path, monkeypatch, min_run_bytes
+):
+    monkeypatch.setattr(direct, "MIN_RUN_BYTES", min_run_bytes)
+    states = write_pypde_file(tmp_path / "gray_scott.h5", feed=0.04, kill=0.06)
+    src = HDF5Source(layout_from_dict(pypde_layout(tmp_path / "gray_scott.h5")))
+    for _ in range(2):  # the second pass reuses the cached index templates
+        for channel, name in enumerate(("u", "v")):
+            read = src.read(name, 0, slice(1, 5, 2))
+            np.testing.assert_allclose(read[:, 0], states[1:5:2, channel], rtol=1e-6)
+    src.close()
 
 
 # batches
