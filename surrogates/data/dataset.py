@@ -287,15 +287,14 @@ class _FieldGroup:
             (trajectory, range(first, first + span, stride))
             for trajectory, first in starts
         ]
-        fill = self.source.fill_unchecked
         if len(self.slots) == 1:
-            name = self.fields[0]
-            for slot, (trajectory, times) in zip(values, windows, strict=True):
-                fill(slot, name, trajectory, times)
+            self.source.fill_batch(values, self.fields[0], windows)
         else:
             for b, (trajectory, times) in enumerate(windows):
                 for name, lo, hi in self.slots:
-                    fill(values[b, :, lo:hi], name, trajectory, times)
+                    self.source.fill_unchecked(
+                        values[b, :, lo:hi], name, trajectory, times
+                    )
         # numpy rather than torch: these single-threaded passes over a batch do not
         # wait on torch's intra-op threads, which stall when the cores are busy.
         # Masked points may contain NaN, inf or fill values that overflow here.

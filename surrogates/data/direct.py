@@ -17,7 +17,7 @@ import itertools
 import logging
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import h5py
@@ -71,7 +71,8 @@ class DirectReader:
         self.shape = shape
         self.dtype = np.dtype(dtype)
         self.chunks = chunks or shape
-        self.offsets = offsets.reshape(-1).tolist()
+        self.offset_array = offsets.reshape(-1).astype(np.int64)
+        self.offsets = self.offset_array.tolist()
         grid = [-(-n // c) for n, c in zip(shape, self.chunks, strict=True)]
         self.grid_strides = _strides(grid)
         self.chunk_strides = _strides(self.chunks)
@@ -110,11 +111,7 @@ class DirectReader:
                 key.append((local, len(r), r.step))
         if 0 in kept_shape:
             return np.empty(kept_shape, dtype=self.dtype) if out is None else out
-        plan = self._plans.get(key := tuple(key), False)
-        if plan is False:
-            if len(self._plans) >= MAX_PLANS:
-                self._plans.clear()
-            plan = self._plans[key] = self._plan(key)
+        plan = self._cached_plan(tuple(key))
         if plan is None:
             return None
         bases = [self.offsets[first_chunk + run[0]] for run in plan]
@@ -130,6 +127,76 @@ class DirectReader:
             )
         self._fill(memoryview(out).cast("B"), plan, starts, shift * self.dtype.itemsize)
         return out.reshape(kept_shape)
+
+    def read_many(
+        self, index: Index, starts: Mapping[int, np.ndarray], outs: Sequence[np.ndarray]
+    ) -> bool:
+        """Read one selection per output, shifted along some axes; False: not done.
+
+        Output ``b`` receives ``dataset[index]`` with the start of each axis ``a``
+        in ``starts`` replaced by ``starts[a][b]`` (an int index along that axis is
+        its start). Each output is a C-contiguous array of the file's dtype with as
+        many elements as the selection. The plan and the chunk lookups are done
+        once for all outputs with numpy, so a batch of samples costs little more
+        Python than its ``preadv`` calls. False means nothing was read, because a
+        selection crosses a chunk border along a shifted axis, a chunk is not
+        allocated or the runs are too small; the caller then reads each output
+        with :meth:`read` or h5py.
+        """
+        n_outputs = len(outs)
+        first_chunk = np.zeros(n_outputs, dtype=np.int64)
+        shift = np.zeros(n_outputs, dtype=np.int64)
+        key = []
+        for axis, i in enumerate(index):
+            r = _axis_range(i, self.shape[axis])
+            n, step, c = len(r), r.step, self.chunks[axis]
+            first = np.asarray(starts.get(axis, r.start), dtype=np.int64)
+            if n == 0:
+                return False
+            if axis in starts and (
+                first.min() < 0 or first.max() + (n - 1) * step >= self.shape[axis]
+            ):
+                raise IndexError(
+                    f"starts along axis {axis} leave the dataset's shape {self.shape}"
+                )
+            local = first % c
+            first_chunk += first // c * self.grid_strides[axis]
+            if np.all(local + (n - 1) * step < c):
+                key.append((0, n, step))
+                shift += local * self.chunk_strides[axis]
+            elif np.all(local == local.flat[0]):
+                # The same start within a chunk: the same runs, in other chunks.
+                key.append((int(local.flat[0]), n, step))
+            else:
+                return False
+        plan = self._cached_plan(tuple(key))
+        if plan is None:
+            return False
+        runs = np.array(plan, dtype=np.int64).reshape(-1, 4)
+        bases = self.offset_array[first_chunk[:, None] + runs[None, :, 0]]
+        if bases.size and bases.min() < 0:
+            return False
+        itemsize = self.dtype.itemsize
+        positions = (bases + runs[None, :, 1] + shift[:, None] * itemsize).tolist()
+        n_bytes = math.prod(n for _, n, _ in key) * itemsize
+        for out, row in zip(outs, positions, strict=True):
+            if out.dtype != self.dtype or out.nbytes != n_bytes:
+                raise ValueError(
+                    f"an output of dtype {out.dtype} and {out.nbytes} bytes cannot "
+                    f"take a selection of {n_bytes} bytes of {self.dtype}"
+                )
+            if not out.flags.c_contiguous:
+                raise ValueError("outputs must be C-contiguous")
+            self._fill(memoryview(out).cast("B"), plan, row, 0)
+        return True
+
+    def _cached_plan(self, key: tuple) -> list[tuple[int, int, int, int]] | None:
+        plan = self._plans.get(key, False)
+        if plan is False:
+            if len(self._plans) >= MAX_PLANS:
+                self._plans.clear()
+            plan = self._plans[key] = self._plan(key)
+        return plan
 
     def _fill(self, buffer: memoryview, plan, starts: list[int], shift: int) -> None:
         # Read the runs, one preadv per stretch of runs that are adjacent both in

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import h5py
@@ -375,6 +376,61 @@ class HDF5Source:
         if requested.step < 1:
             raise ValueError(f"times={times} must have a positive step")
         return requested
+
+    def fill_batch(
+        self, out: np.ndarray, field: str, windows: Sequence[tuple[int, range]]
+    ) -> None:
+        """Fill ``out[b]`` with one field at ``windows[b] = (trajectory, times)``.
+
+        ``out`` is float32 ``(B, len(times), n_components, *space)``, and every
+        ``times`` range has the same length and step. Where the file allows, the
+        samples of each file are read by one
+        :meth:`~surrogates.data.direct.DirectReader.read_many` call; the others
+        one by one with :meth:`fill_unchecked`.
+        """
+        spec = self.layout.fields[field]
+        if self._pid != os.getpid():
+            self._check_pid()
+        by_file: dict[int, list[tuple[int, int, int]]] = {}
+        rest = []
+        for b, (trajectory, times) in enumerate(windows):
+            series, local = self._trajectories[trajectory]
+            segments = self._series[series]
+            if len(segments) == 1 and segments[0][1] == 0:
+                by_file.setdefault(segments[0][0], []).append((b, local, times.start))
+            else:
+                rest.append(b)
+        for file_index, members in by_file.items():
+            if not self._read_many(out, field, spec, file_index, members, windows):
+                rest.extend(b for b, _, _ in members)
+        for b in rest:
+            self.fill_unchecked(out[b], field, *windows[b])
+
+    def _read_many(self, out, field, spec, file_index, members, windows) -> bool:
+        # One read_many call for the samples of one file; False if not possible.
+        reader = self._direct.get((file_index, spec.path), False)
+        if reader is False or (reader and file_index not in self._fds):
+            reader = self._open_direct(file_index, spec)
+        if reader is None or not self._fits_in_place(field, spec, reader):
+            return False
+        first, local, start = members[0]
+        times = windows[first][1]
+        template = self._index_template(field, spec)
+        index = tuple(
+            local
+            if axis is TRAJECTORY
+            else slice(start, start + (len(times) - 1) * times.step + 1, times.step)
+            if axis is TIME
+            else axis
+            for axis in template
+        )
+        starts = {}
+        if TRAJECTORY in template:
+            starts[template.index(TRAJECTORY)] = np.array([m[1] for m in members])
+        if TIME in template:
+            starts[template.index(TIME)] = np.array([m[2] for m in members])
+        outs = [out[b] for b, _, _ in members]
+        return reader.read_many(index, starts, outs)
 
     def fill_unchecked(
         self, out: np.ndarray, field: str, trajectory: int, requested: range

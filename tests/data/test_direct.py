@@ -29,6 +29,7 @@ from surrogates.data import (
     StepDataset,
     StepTask,
     direct,
+    fit_normalizer,
     layout_from_dict,
     make_loader,
     source,
@@ -96,6 +97,54 @@ def test_direct_reads_equal_h5py(tmp_path, small_runs, shape, dtype, chunks):
                 np.testing.assert_array_equal(read, expected)
         finally:
             os.close(handle.fd)
+
+
+@pytest.mark.parametrize(
+    ("shape", "chunks"),
+    [((9, 6, 4, 8), None), ((9, 6, 4, 8), (1, 1, 4, 8)), ((9, 6, 4, 8), (2, 3, 4, 4))],
+)
+def test_read_many_equals_single_reads(tmp_path, small_runs, shape, chunks):
+    path = tmp_path / "a.h5"
+    values = write_dataset(path, shape, "<f4", chunks)
+    rng = np.random.default_rng(0)
+    with h5py.File(path, "r") as handle:
+        reader = reader_of(handle)
+        done = 0
+        for _ in range(40):
+            n_times = int(rng.integers(1, 4))
+            step = int(rng.integers(1, 3))
+            last = shape[1] - (n_times - 1) * step
+            trajectories = rng.integers(0, shape[0], size=5)
+            times = rng.integers(0, last, size=5)
+            index = (
+                0,
+                slice(0, (n_times - 1) * step + 1, step),
+                slice(None),
+                slice(None),
+            )
+            outs = [np.full((n_times, *shape[2:]), np.nan, "f4") for _ in range(5)]
+            if not reader.read_many(index, {0: trajectories, 1: times}, outs):
+                assert all(np.isnan(out).all() for out in outs)
+                continue
+            done += 1
+            for out, tr, t in zip(outs, trajectories, times, strict=True):
+                expected = values[tr, t : t + (n_times - 1) * step + 1 : step]
+                np.testing.assert_array_equal(out, expected)
+        os.close(handle.fd)
+    assert done >= 10
+
+
+def test_read_many_declines_unallocated_chunks(tmp_path, small_runs):
+    path = tmp_path / "a.h5"
+    with h5py.File(path, "w") as handle:
+        dataset = handle.create_dataset("a", shape=(4, 8), dtype="f4", chunks=(1, 8))
+        dataset[0] = 1.0
+    with h5py.File(path, "r") as handle:
+        reader = reader_of(handle)
+        outs = [np.zeros(8, "f4"), np.zeros(8, "f4")]
+        assert reader.read_many((0, slice(None)), {0: np.array([0, 0])}, outs)
+        assert not reader.read_many((0, slice(None)), {0: np.array([0, 2])}, outs)
+        os.close(handle.fd)
 
 
 def test_direct_reads_skip_the_userblock(tmp_path, small_runs):
@@ -211,6 +260,30 @@ def test_layouts_read_same_without_direct_path(tmp_path, monkeypatch):
         without = all_reads(layout)
         for a, b in zip(with_direct, without, strict=True):
             np.testing.assert_array_equal(a, b, strict=True, err_msg=name)
+
+
+def all_batches(layout: dict) -> list[dict]:
+    src = HDF5Source(layout_from_dict(layout))
+    field = sorted(src.fields)[0]
+    normalizer = fit_normalizer(src, range(src.n_trajectories), [field], [])
+    task = StepTask((field,), (field,), step_stride=1, n_steps_output=2)
+    dataset = StepDataset(src, range(src.n_trajectories), task, normalizer)
+    order = np.random.default_rng(0).permutation(len(dataset)).tolist()
+    batches = [dataset.read_batch(order[i : i + 3]) for i in range(0, len(order), 3)]
+    src.close()
+    return batches
+
+
+def test_layout_batches_same_without_direct_path(tmp_path, monkeypatch):
+    monkeypatch.setattr(direct, "MIN_RUN_BYTES", 0)
+    for name, layout in layouts(tmp_path).items():
+        monkeypatch.setattr(source, "direct_reader", direct_reader)
+        with_direct = all_batches(layout)
+        monkeypatch.setattr(source, "direct_reader", lambda dataset, fd: None)
+        without = all_batches(layout)
+        for a, b in zip(with_direct, without, strict=True):
+            for key in a:
+                assert torch.equal(a[key], b[key]), (name, key)
 
 
 @pytest.mark.parametrize("min_run_bytes", [0, direct.MIN_RUN_BYTES])
