@@ -77,6 +77,7 @@ class DirectReader:
         self.grid_strides = _strides(grid)
         self.chunk_strides = _strides(self.chunks)
         self._plans: dict[tuple, list[tuple[int, int, int, int]] | None] = {}
+        self._run_arrays: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
 
     def read(self, index: Index, out: np.ndarray | None = None) -> np.ndarray | None:
         """Return ``dataset[index]``, or None where h5py should read it instead.
@@ -129,65 +130,83 @@ class DirectReader:
         return out.reshape(kept_shape)
 
     def read_many(
-        self, index: Index, starts: Mapping[int, np.ndarray], outs: Sequence[np.ndarray]
+        self,
+        index: Index,
+        starts: Mapping[int, np.ndarray],
+        out: np.ndarray,
+        rows: Sequence[int] | None = None,
     ) -> bool:
-        """Read one selection per output, shifted along some axes; False: not done.
+        """Read one selection per row of ``out``, shifted along some axes.
 
-        Output ``b`` receives ``dataset[index]`` with the start of each axis ``a``
-        in ``starts`` replaced by ``starts[a][b]`` (an int index along that axis is
-        its start). Each output is a C-contiguous array of the file's dtype with as
-        many elements as the selection. The plan and the chunk lookups are done
-        once for all outputs with numpy, so a batch of samples costs little more
-        Python than its ``preadv`` calls. False means nothing was read, because a
-        selection crosses a chunk border along a shifted axis, a chunk is not
-        allocated or the runs are too small; the caller then reads each output
-        with :meth:`read` or h5py.
+        Row ``rows[j]`` of ``out`` (row ``j`` without ``rows``) receives
+        ``dataset[index]`` with the start of each axis ``a`` in ``starts``
+        replaced by ``starts[a][j]`` (an int index along that axis is its start).
+        ``out`` is a C-contiguous array of the file's dtype whose rows each have
+        as many elements as the selection. The plan and the chunk lookups are done
+        once for all rows with numpy, so a batch of samples costs little more
+        Python than its ``preadv`` calls.
+
+        Returns False, having read nothing, when a selection crosses a chunk
+        border along a shifted axis at another place than the others do, a chunk
+        is not allocated or the runs are too small; the caller then reads each
+        row with :meth:`read` or h5py.
         """
-        n_outputs = len(outs)
-        first_chunk = np.zeros(n_outputs, dtype=np.int64)
-        shift = np.zeros(n_outputs, dtype=np.int64)
+        n_selections = len(next(iter(starts.values()))) if starts else 1
+        first_chunk = np.zeros(n_selections, dtype=np.int64)
+        shift = np.zeros(n_selections, dtype=np.int64)
         key = []
         for axis, i in enumerate(index):
             r = _axis_range(i, self.shape[axis])
             n, step, c = len(r), r.step, self.chunks[axis]
-            first = np.asarray(starts.get(axis, r.start), dtype=np.int64)
             if n == 0:
                 return False
-            if axis in starts and (
-                first.min() < 0 or first.max() + (n - 1) * step >= self.shape[axis]
-            ):
+            if axis not in starts:
+                local = r.start % c
+                first_chunk += r.start // c * self.grid_strides[axis]
+                if local + (n - 1) * step < c:
+                    key.append((0, n, step))
+                    shift += local * self.chunk_strides[axis]
+                else:
+                    key.append((local, n, step))
+                continue
+            first = np.asarray(starts[axis], dtype=np.int64)
+            if first.min() < 0 or first.max() + (n - 1) * step >= self.shape[axis]:
                 raise IndexError(
                     f"starts along axis {axis} leave the dataset's shape {self.shape}"
                 )
             local = first % c
             first_chunk += first // c * self.grid_strides[axis]
-            if np.all(local + (n - 1) * step < c):
+            if (local + (n - 1) * step < c).all():
                 key.append((0, n, step))
                 shift += local * self.chunk_strides[axis]
-            elif np.all(local == local.flat[0]):
+            elif (local == local[0]).all():
                 # The same start within a chunk: the same runs, in other chunks.
-                key.append((int(local.flat[0]), n, step))
+                key.append((int(local[0]), n, step))
             else:
                 return False
         plan = self._cached_plan(tuple(key))
         if plan is None:
             return False
-        runs = np.array(plan, dtype=np.int64).reshape(-1, 4)
-        bases = self.offset_array[first_chunk[:, None] + runs[None, :, 0]]
-        if bases.size and bases.min() < 0:
+        runs = self._run_arrays[plan_key := tuple(key)]
+        bases = self.offset_array[first_chunk[:, None] + runs[0]]
+        if bases.min() < 0:
             return False
         itemsize = self.dtype.itemsize
-        positions = (bases + runs[None, :, 1] + shift[:, None] * itemsize).tolist()
-        n_bytes = math.prod(n for _, n, _ in key) * itemsize
-        for out, row in zip(outs, positions, strict=True):
-            if out.dtype != self.dtype or out.nbytes != n_bytes:
-                raise ValueError(
-                    f"an output of dtype {out.dtype} and {out.nbytes} bytes cannot "
-                    f"take a selection of {n_bytes} bytes of {self.dtype}"
-                )
-            if not out.flags.c_contiguous:
-                raise ValueError("outputs must be C-contiguous")
-            self._fill(memoryview(out).cast("B"), plan, row, 0)
+        n_bytes = math.prod(n for _, n, _ in plan_key) * itemsize
+        if out.dtype != self.dtype or not out.flags.c_contiguous:
+            raise ValueError(
+                f"out must be a C-contiguous {self.dtype} array, got {out.dtype}"
+            )
+        rows = range(n_selections) if rows is None else rows
+        if len(rows) != n_selections or out[0].nbytes != n_bytes:
+            raise ValueError(
+                f"out has rows of {out[0].nbytes} bytes for {len(rows)} selections; "
+                f"expected {n_selections} rows of {n_bytes} bytes"
+            )
+        positions = (bases + runs[1] + shift[:, None] * itemsize).tolist()
+        buffer = memoryview(out.reshape(-1)).cast("B")
+        for row, row_positions in zip(rows, positions, strict=True):
+            self._fill(buffer, plan, row_positions, 0, row * n_bytes)
         return True
 
     def _cached_plan(self, key: tuple) -> list[tuple[int, int, int, int]] | None:
@@ -195,12 +214,20 @@ class DirectReader:
         if plan is False:
             if len(self._plans) >= MAX_PLANS:
                 self._plans.clear()
+                self._run_arrays.clear()
             plan = self._plans[key] = self._plan(key)
+            if plan is not None:
+                # chunk index and byte offset of every run, for read_many
+                runs = np.array(plan, dtype=np.int64).reshape(-1, 4)
+                self._run_arrays[key] = (runs[None, :, 0], runs[None, :, 1])
         return plan
 
-    def _fill(self, buffer: memoryview, plan, starts: list[int], shift: int) -> None:
-        # Read the runs, one preadv per stretch of runs that are adjacent both in
-        # the file and in the buffer (such as consecutive chunks written in order).
+    def _fill(
+        self, buffer: memoryview, plan, starts: list[int], shift: int, dest_base=0
+    ) -> None:
+        # Read the runs into buffer[dest_base:], one preadv per stretch of runs that
+        # are adjacent both in the file and in the buffer (such as consecutive
+        # chunks written in order).
         k = 0
         while k < len(plan):
             position, dest, n_bytes = starts[k] + shift, plan[k][2], plan[k][3]
@@ -210,6 +237,7 @@ class DirectReader:
             ):
                 n_bytes += plan[k][3]
                 k += 1
+            dest += dest_base
             got = os.preadv(self.fd, [buffer[dest : dest + n_bytes]], position)
             if got != n_bytes:
                 raise DataFileError(

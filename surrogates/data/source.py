@@ -429,8 +429,8 @@ class HDF5Source:
             starts[template.index(TRAJECTORY)] = np.array([m[1] for m in members])
         if TIME in template:
             starts[template.index(TIME)] = np.array([m[2] for m in members])
-        outs = [out[b] for b, _, _ in members]
-        return reader.read_many(index, starts, outs)
+        rows = [b for b, _, _ in members]
+        return reader.read_many(index, starts, out, rows)
 
     def fill_unchecked(
         self, out: np.ndarray, field: str, trajectory: int, requested: range

@@ -122,9 +122,9 @@ def test_read_many_equals_single_reads(tmp_path, small_runs, shape, chunks):
                 slice(None),
                 slice(None),
             )
-            outs = [np.full((n_times, *shape[2:]), np.nan, "f4") for _ in range(5)]
+            outs = np.full((5, n_times, *shape[2:]), np.nan, "f4")
             if not reader.read_many(index, {0: trajectories, 1: times}, outs):
-                assert all(np.isnan(out).all() for out in outs)
+                assert np.isnan(outs).all()
                 continue
             done += 1
             for out, tr, t in zip(outs, trajectories, times, strict=True):
@@ -141,7 +141,7 @@ def test_read_many_declines_unallocated_chunks(tmp_path, small_runs):
         dataset[0] = 1.0
     with h5py.File(path, "r") as handle:
         reader = reader_of(handle)
-        outs = [np.zeros(8, "f4"), np.zeros(8, "f4")]
+        outs = np.zeros((2, 8), "f4")
         assert reader.read_many((0, slice(None)), {0: np.array([0, 0])}, outs)
         assert not reader.read_many((0, slice(None)), {0: np.array([0, 2])}, outs)
         os.close(handle.fd)
