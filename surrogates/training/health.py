@@ -90,6 +90,13 @@ def ensemble_spread(
     return float(spread / reference)
 
 
+DISCRIMINATOR_SCALARS = (
+    ("discriminator", "train/"),
+    ("temporal discriminator", "train/temporal_"),
+)
+"""Name and scalar prefix of each discriminator that the win check watches."""
+
+
 class HealthMonitor:
     """Check the discriminator margin and the ensemble spread on logging steps.
 
@@ -129,7 +136,7 @@ class HealthMonitor:
 
     def reset(self) -> None:
         """Forget the consecutive counts, as after a rollback."""
-        self.n_discriminator_wins = 0
+        self.n_wins = {name: 0 for name, _ in DISCRIMINATOR_SCALARS}
         self.n_collapsed = 0
 
     def check(self, step: int, scalars: dict[str, float], generator: nn.Module) -> bool:
@@ -153,29 +160,34 @@ class HealthMonitor:
         return wins or collapsed
 
     def _check_discriminator(self, step: int, scalars: dict[str, float]) -> bool:
-        if self.logit_margin is None or "train/logits_real" not in scalars:
-            return False
-        real, fake = scalars["train/logits_real"], scalars["train/logits_fake"]
-        margin = real - fake
-        self.n_discriminator_wins = (
-            self.n_discriminator_wins + 1 if margin > self.logit_margin else 0
-        )
-        if self.n_discriminator_wins < self.patience:
-            return False
-        log.warning(
-            "step %d: the discriminator wins outright: mean real logit %.4g minus "
-            "mean fake logit %.4g is %.4g > health_logit_margin=%.4g for %d "
-            "consecutive checks; lower lr_discriminator, raise adversarial_weight "
-            "or add r1_weight",
-            step,
-            real,
-            fake,
-            margin,
-            self.logit_margin,
-            self.n_discriminator_wins,
-        )
-        self.n_discriminator_wins = 0
-        return True
+        # The one-step discriminator, and the temporal one when it is trained.
+        reported = False
+        for name, prefix in DISCRIMINATOR_SCALARS:
+            if self.logit_margin is None or f"{prefix}logits_real" not in scalars:
+                continue
+            real = scalars[f"{prefix}logits_real"]
+            fake = scalars[f"{prefix}logits_fake"]
+            margin = real - fake
+            wins = self.n_wins[name] + 1 if margin > self.logit_margin else 0
+            self.n_wins[name] = wins
+            if wins < self.patience:
+                continue
+            log.warning(
+                "step %d: the %s wins outright: mean real logit %.4g minus mean "
+                "fake logit %.4g is %.4g > health_logit_margin=%.4g for %d "
+                "consecutive checks; lower its learning rate, raise its weight in "
+                "the generator loss or add r1_weight",
+                step,
+                name,
+                real,
+                fake,
+                margin,
+                self.logit_margin,
+                wins,
+            )
+            self.n_wins[name] = 0
+            reported = True
+        return reported
 
     def _check_spread(self, step: int, spread: float) -> bool:
         self.n_collapsed = self.n_collapsed + 1 if spread < self.min_spread else 0
@@ -198,13 +210,17 @@ class HealthMonitor:
     def state_dict(self) -> dict[str, Any]:
         """Return the counters, for checkpoints."""
         return {
-            "n_discriminator_wins": self.n_discriminator_wins,
+            "n_discriminator_wins": self.n_wins["discriminator"],
+            "n_temporal_discriminator_wins": self.n_wins["temporal discriminator"],
             "n_collapsed": self.n_collapsed,
             "n_rollbacks": self.n_rollbacks,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore counters saved by :meth:`state_dict`."""
-        self.n_discriminator_wins = int(state["n_discriminator_wins"])
+        self.n_wins["discriminator"] = int(state["n_discriminator_wins"])
+        self.n_wins["temporal discriminator"] = int(
+            state.get("n_temporal_discriminator_wins", 0)
+        )
         self.n_collapsed = int(state["n_collapsed"])
         self.n_rollbacks = int(state["n_rollbacks"])

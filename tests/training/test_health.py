@@ -6,6 +6,10 @@ import logging
 
 import pytest
 import torch
+from torch import nn
+
+from surrogates.training import TrainingOptions
+from surrogates.training.health import HealthMonitor
 
 HEALTH = "surrogates.training.health"
 STATE = "surrogates.training.state"
@@ -81,6 +85,40 @@ def test_discriminator_win_reported_with_values(make_trainer, caplog):
     assert len(messages) == 1
     assert messages[0].startswith("step 1: the discriminator wins outright")
     assert f"mean real logit {real}" in messages[0]
+
+
+class NoisyIdentity(nn.Module):
+    """A stand-in generator: its input plus noise."""
+
+    def forward(self, inputs, conditions):
+        return inputs + torch.randn_like(inputs)
+
+
+def test_temporal_discriminator_win_reported(caplog):
+    options = TrainingOptions(
+        health_warmup_steps=0, health_patience=2, health_logit_margin=1.0
+    )
+    batch = {
+        "inputs": torch.zeros(2, 1, 4, 4),
+        "conditions": torch.zeros(2, 0),
+        "targets": torch.randn(2, 1, 4, 4),
+    }
+    monitor = HealthMonitor(options, batch)
+    scalars = {
+        "train/logits_real": 0.5,
+        "train/logits_fake": 0.0,
+        "train/temporal_logits_real": 3.0,
+        "train/temporal_logits_fake": -1.0,
+    }
+    with caplog.at_level(logging.WARNING, logger=HEALTH):
+        first = monitor.check(1, dict(scalars), NoisyIdentity())
+        second = monitor.check(2, dict(scalars), NoisyIdentity())
+    messages = warnings_of(caplog, HEALTH)
+    assert not first
+    assert second
+    assert len(messages) == 1
+    assert "the temporal discriminator wins outright" in messages[0]
+    assert monitor.state_dict()["n_temporal_discriminator_wins"] == 0
 
 
 def test_wgan_has_no_default_margin(make_trainer, caplog):

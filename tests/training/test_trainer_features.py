@@ -130,6 +130,7 @@ def test_checkpoint_holds_scalers_and_health(make_trainer, tmp_path):
     assert state["scaler_g"] == {}
     assert state["health"] == {
         "n_discriminator_wins": 0,
+        "n_temporal_discriminator_wins": 0,
         "n_collapsed": 0,
         "n_rollbacks": 0,
     }
