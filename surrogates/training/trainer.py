@@ -323,6 +323,7 @@ class Trainer:
                     self.save()
         finally:
             self.batches.close()
+            self.dataset.source.close()  # no HDF5 handle outlives training
             progress.close()
             self.monitor.close()
         if self._saved_step != self.step:

@@ -82,14 +82,15 @@ def _open_hdf5_files() -> int:
 
 
 @pytest.mark.parametrize("context", ["fork", "spawn"])
-def test_two_workers_match_zero_workers(canonical_file, context):
+def test_four_workers_match_zero_workers(canonical_file, context):
+    open_before = _open_hdf5_files()  # files other tests left open, if any
     data = prepare_data(canonical_layout(canonical_file), TASK)
     dataset = data.dataset("train")
     dataset[0]  # opens a handle in this process
     serial = [dataset[i] for i in range(len(dataset))]
-    loader = make_loader(dataset, batch_size=4, num_workers=2)
+    loader = make_loader(dataset, batch_size=4, num_workers=4)
     loader.multiprocessing_context = context
-    assert _open_hdf5_files() == 0
+    assert _open_hdf5_files() == open_before
     batches = list(loader)
     for key in ("inputs", "targets", "conditions", "trajectory", "time"):
         parallel = torch.cat([b[key] for b in batches])
