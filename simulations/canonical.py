@@ -10,14 +10,17 @@ Layout of a file::
     /parameters/<name> (n_trajectories,)    attrs: units, long_name
     /grid/time         (n_times,)           attrs: units
     /grid/<axis>       (n_axis,)            attrs: units
+    /mask              (*space) uint8       optional: 1 inside the domain, 0 outside
 
 Arrays are float32 and C-ordered, and fields are chunked one snapshot per chunk,
 ``(1, 1, *space[, n_components])``. The order of ``space`` is the order of the spatial
 axes of every field, and the root attribute ``space_axes`` and each field's ``dims``
 record it, so a reader never infers axes from array rank.
 
-The file appears at its final path only when every field and parameter has been
-written in full: until then it lives under a temporary name in the same directory.
+With a ``/mask``, field values at its 0 points (land, obstacles) may be NaN, and
+every other value is finite. The file appears at its final path only when every
+field and parameter has been written in full: until then it lives under a temporary
+name in the same directory.
 """
 
 from __future__ import annotations
@@ -85,6 +88,9 @@ class CanonicalWriter:
         HDF5 filter applied to the fields.
     attrs : mapping, optional
         Extra root attributes (strings or numbers). Reserved names are rejected.
+    mask : array_like of bool, optional
+        ``space``-shaped, True inside the domain. Written as ``/mask``; field
+        values outside the domain may then be NaN.
 
     Examples
     --------
@@ -113,6 +119,7 @@ class CanonicalWriter:
         boundary: str = "periodic",
         compression: str | None = None,
         attrs: Mapping[str, Any] | None = None,
+        mask: Any | None = None,
     ) -> None:
         if int(n_trajectories) != n_trajectories or n_trajectories < 1:
             raise ValueError(f"got n_trajectories={n_trajectories}; expected int >= 1")
@@ -127,6 +134,7 @@ class CanonicalWriter:
         self.field_specs = check_field_specs(fields)
         self.parameter_specs = check_parameter_specs(parameters)
         self.compression = compression
+        self.mask = None if mask is None else self._check_mask(mask)
         self._root_attrs = self._build_root_attrs(
             solver, solver_version, config_yaml, boundary, attrs
         )
@@ -239,7 +247,9 @@ class CanonicalWriter:
         values = as_float32(np.asarray(data), path)
         check_array_shape(values, tuple(expected), path)
         values = values.reshape(block_shape)
-        check_finite(values, path, self.path, rows, columns)
+        # Outside a mask NaN is allowed; space axes follow trajectory and time.
+        checked = values if self.mask is None else values[:, :, self.mask]
+        check_finite(checked, path, self.path, rows, columns)
 
         # h5py takes increasing indices, one index list per write
         order = np.argsort(columns)
@@ -289,8 +299,23 @@ class CanonicalWriter:
             )
         return {**root, **(extra or {})}
 
+    def _check_mask(self, mask: Any) -> np.ndarray:
+        mask = np.asarray(mask, dtype=bool)
+        if mask.shape != self.space_shape:
+            raise ValueError(
+                f"mask has shape {mask.shape}; expected the space shape "
+                f"{self.space_shape} of axes {list(self.space)}"
+            )
+        if not mask.any():
+            raise ValueError("mask has no point inside the domain; expected some True")
+        return mask
+
     def _create_layout(self, file: h5py.File) -> None:
         file.attrs.update(self._root_attrs)
+        if self.mask is not None:
+            mask = file.create_dataset("mask", data=self.mask.astype(np.uint8))
+            mask.attrs["long_name"] = "1 inside the domain, 0 at masked points"
+            mask.attrs["dims"] = list(self.space)
         grid = file.create_group("grid")
         grid.create_dataset("time", data=self.time).attrs["units"] = self._units["time"]
         for axis, coordinate in self.space.items():

@@ -94,6 +94,21 @@ def test_surrogate_outputs_nan_exactly_outside_the_domain(trained):
     assert torch.isfinite(sample[..., valid]).all()
 
 
+def test_masked_rollout_written_as_canonical_hdf5(trained, tmp_path):
+    root, values, _ = trained
+    surrogate = Surrogate.load(root / "cgan", device="cpu")
+    state = torch.from_numpy(values[0, :1])  # (C, H, W), NaN on land
+    rollout = surrogate.rollout(state, {"viscosity": 0.015}, n_steps=2, n_samples=2)
+    path = surrogate.write_hdf5(rollout, tmp_path / "surrogate.h5")
+    valid = land_mask()
+    with h5py.File(path, "r") as handle:
+        written = handle["fields/vorticity"][...]
+        stored_mask = handle["mask"][...].astype(bool)
+    assert np.array_equal(stored_mask, valid)
+    assert np.isnan(written[..., ~valid]).all()
+    assert np.isfinite(written[..., valid]).all()
+
+
 def test_surrogate_rejects_nan_inside_the_domain(trained):
     root, values, _ = trained
     surrogate = Surrogate.load(root / "cgan", device="cpu")

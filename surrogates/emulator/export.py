@@ -21,6 +21,7 @@ def dataset_to_canonical(
     space: tuple[str, ...],
     parameter_units: dict[str, str] | None = None,
     source: str = "",
+    mask: np.ndarray | None = None,
 ) -> Path:
     """Write a rollout dataset as canonical HDF5, one trajectory per sample.
 
@@ -36,6 +37,9 @@ def dataset_to_canonical(
         Units of each condition.
     source
         Stored in the root ``config`` attribute, e.g. the checkpoint path.
+    mask
+        Boolean ``(*space)``, True inside the domain, written as ``/mask``; the
+        values outside it may be NaN.
     """
     for name, variable in dataset.data_vars.items():
         expected = ("sample", "time", *space)
@@ -71,6 +75,7 @@ def dataset_to_canonical(
         time_units=dataset["time"].attrs.get("units", ""),
         space_units=first_axis.attrs.get("units", ""),
         config_yaml=f"surrogate: {source}\n" if source else "",
+        mask=mask,
     )
     log.info("wrote surrogate output to %s", path)
     return path

@@ -355,6 +355,7 @@ class Surrogate:
         """Write a :meth:`rollout` result as canonical HDF5, a trajectory per sample.
 
         The file is written under a temporary name and renamed when complete.
+        With a mask, the file has a ``/mask`` dataset and NaN outside the domain.
         """
         return dataset_to_canonical(
             dataset,
@@ -362,4 +363,5 @@ class Surrogate:
             space=self.space,
             parameter_units=self.parameter_units,
             source=str(self.checkpoint_path or ""),
+            mask=None if self.mask is None else self.mask.cpu().numpy(),
         )

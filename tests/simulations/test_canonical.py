@@ -202,6 +202,42 @@ def test_nan_rejected_with_index(tmp_path, arrays):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_nan_allowed_outside_the_mask(tmp_path, arrays):
+    mask = np.ones((N_Y, N_X), dtype=bool)
+    mask[1, 2:4] = False
+    for name in ("density", "velocity"):
+        arrays[name][:, :, 1, 2:4] = np.nan
+    path = tmp_path / "run.h5"
+    with make_writer(path, mask=mask) as writer:
+        write_all(writer, arrays)
+    with h5py.File(path, "r") as file:
+        assert np.array_equal(file["mask"][...].astype(bool), mask)
+        density = file["fields/density"][...]
+    assert np.isnan(density[:, :, ~mask]).all()
+    assert np.isfinite(density[:, :, mask]).all()
+
+
+def test_nan_inside_the_mask_rejected(tmp_path, arrays):
+    mask = np.ones((N_Y, N_X), dtype=bool)
+    mask[0, 0] = False
+    arrays["velocity"][0, 1, 1, 1, 0] = np.nan
+    with (
+        pytest.raises(ValueError, match="NaN"),
+        make_writer(tmp_path / "run.h5", mask=mask) as writer,
+    ):
+        write_all(writer, arrays)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("bad", ["shape", "empty"])
+def test_bad_mask_rejected(tmp_path, bad):
+    mask = np.zeros((N_Y, N_X), dtype=bool)
+    if bad == "shape":
+        mask = np.ones((N_X, N_Y + 1), dtype=bool)
+    with pytest.raises(ValueError, match="mask"):
+        make_writer(tmp_path / "run.h5", mask=mask)
+
+
 def test_float32_overflow_rejected(tmp_path, arrays):
     with (
         pytest.raises(ValueError, match="float32"),
