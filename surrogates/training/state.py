@@ -75,6 +75,13 @@ def restore_trainer(trainer, loaded: Checkpoint) -> None:
     if temporal is not None:
         _restore_temporal(temporal, loaded)
         scalers.append(("scaler_temporal", temporal.update))
+    elif "temporal_discriminator" in loaded.weights:
+        log.warning(
+            "checkpoint %s has a trained temporal discriminator, but this run has "
+            "temporal_weight: 0, so it is not restored and later checkpoints will "
+            "not contain it; resume with the temporal_weight of that run to keep it",
+            loaded.path,
+        )
     for key, update in scalers:
         # A disabled scaler saves an empty dict, which an enabled one rejects.
         if loaded.state.get(key):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 
 import pytest
 import torch
@@ -409,6 +410,15 @@ def test_resume_without_temporal_network_rejected(canonical_file, tmp_path):
     trainer = build_trainer(canonical_file, tmp_path, max_steps=2, **TEMPORAL)
     with pytest.raises(ValueError, match="has no temporal discriminator"):
         trainer.fit(resume=True)
+
+
+def test_resume_without_temporal_weight_warns(canonical_file, tmp_path, caplog):
+    build_trainer(canonical_file, tmp_path, max_steps=1, **TEMPORAL).fit()
+    trainer = build_trainer(canonical_file, tmp_path, max_steps=2, unroll_steps=2)
+    with caplog.at_level(logging.WARNING, logger="surrogates.training.state"):
+        trainer.fit(resume=True)
+    assert "has a trained temporal discriminator" in caplog.text
+    assert trainer.step == 2
 
 
 def test_resume_matches_straight_run(canonical_file, tmp_path):
