@@ -8,6 +8,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from surrogates.data import (
     HDF5Source,
     Normalizer,
@@ -99,6 +101,7 @@ def prepare_data(
         normalizer = fit_normalizer(
             source, splits["train"], fields, step_task.conditions
         )
+        _warn_constant_conditions(source, splits["train"], step_task.conditions)
         # Fitting read every training value; reading the held-out trajectories once
         # here makes NaN or inf there fail before training, not after it.
         for trajectory in splits["valid"] + splits["test"]:
@@ -112,6 +115,43 @@ def prepare_data(
 
 MIN_HELD_OUT_TRAJECTORIES = 3
 """Fewer validation or test trajectories than this log a warning."""
+
+
+def _warn_constant_conditions(source, train: Sequence[int], names) -> None:
+    # A condition without variation gives the generator nothing to learn from.
+    for name in names:
+        values = np.asarray(source.parameters[name])[list(train)]
+        if values.min() == values.max():
+            log.warning(
+                "condition %r is %g in every training trajectory, so the surrogate "
+                "cannot learn its effect; check where the layout reads it (for "
+                "example its filename_regex) or drop it from task.conditions",
+                name,
+                values[0],
+            )
+
+
+RESUME_DATA_KEYS = ("files", "n_trajectories", "n_times", "space")
+"""Data properties that a resumed run must share with its checkpoint."""
+
+
+def _check_same_data(stored: Mapping[str, Any], current: Mapping[str, Any], path):
+    # A resumed run keeps the stored split and normalization, which are only
+    # right for the data they were made from.
+    changed = [
+        f"{key} {stored[key]!r} -> {current.get(key)!r}"
+        for key in RESUME_DATA_KEYS
+        if key in stored and stored[key] != current.get(key)
+    ]
+    if changed:
+        log.warning(
+            "resuming from %s with other data than it was trained on (%s); the "
+            "stored split and normalization are kept, so the run is no longer the "
+            "one that was started. Point the layout at the original files, or "
+            "start a new run directory",
+            path,
+            "; ".join(changed),
+        )
 
 
 def _warn_small_splits(splits: Mapping[str, Sequence[int]]) -> None:
@@ -225,6 +265,8 @@ def train_surrogate(
         splits=stored.get("splits"),
         normalization=stored.get("normalization"),
     )
+    if stored:
+        _check_same_data(stored.get("data", {}), data.source.describe(), previous)
     window = options.temporal_window if options.temporal_weight > 0 else 0
     arguments = model_arguments(data, model, temporal_window=window)
     seed_everything(options.seed)  # the initial weights depend on the seed alone

@@ -298,6 +298,7 @@ class Trainer:
         opts = self.options
         if resume:
             self.resume()
+        first_step = self.step
         start = time.perf_counter()
         # With a time budget the step count at the end is unknown, so the bar shows
         # steps and rate without a misleading percentage of max_steps.
@@ -329,7 +330,12 @@ class Trainer:
         if self._saved_step != self.step:
             self.save()
         elapsed = time.perf_counter() - start
-        log.info("trained %d steps in %.1f s", self.step, elapsed)
+        log.info(
+            "trained %d steps in %.1f s, now at step %d",
+            self.step - first_step,
+            elapsed,
+            self.step,
+        )
         return self.last_scalars
 
     def _out_of_time(self, start: float) -> bool:

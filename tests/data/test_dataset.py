@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import h5py
 import numpy as np
 import pytest
@@ -130,3 +132,13 @@ def test_task_with_unknown_names_points_to_config_key(canonical_file):
         prepare_data(layout, {**TASK, "input_fields": ["omega"]})
     with pytest.raises(KeyError, match=r"fix task\.conditions"):
         prepare_data(layout, {**TASK, "conditions": ["nu"]})
+
+
+def test_constant_condition_warns(tmp_path, caplog):
+    path = tmp_path / "waves.h5"
+    write_canonical_file(path, n_trajectories=6)
+    with h5py.File(path, "r+") as handle:
+        handle["parameters/viscosity"][...] = 0.01
+    with caplog.at_level(logging.WARNING, logger="surrogates.training.pipeline"):
+        prepare_data(canonical_layout(path), TASK)
+    assert "condition 'viscosity' is 0.01 in every training trajectory" in caplog.text

@@ -6,11 +6,11 @@ import logging
 
 import pytest
 import torch
-from datafiles import TASK, canonical_layout
+from datafiles import TASK, TINY_MODEL, canonical_layout, write_canonical_file
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from surrogates.training import load_checkpoint, prepare_data
+from surrogates.training import load_checkpoint, prepare_data, train_surrogate
 from surrogates.training.batches import BatchStream
 from surrogates.training.ema import ema_model, update_ema
 
@@ -155,3 +155,22 @@ def test_fixed_batch_from_validation_split(make_trainer, canonical_file):
     assert batch["inputs"].shape == (4, 1, 16, 16)
     assert batch["targets"].shape == (4, 1, 16, 16)
     torch.testing.assert_close(batch["targets"][0], valid[0]["targets"], rtol=0, atol=0)
+
+
+def test_resume_with_other_data_warns(tmp_path, caplog):
+    path = tmp_path / "waves.h5"
+    write_canonical_file(path, n_trajectories=6)
+    arguments = {
+        "layout": canonical_layout(path),
+        "task": TASK,
+        "model": TINY_MODEL,
+        "run_dir": tmp_path / "run",
+    }
+    train_surrogate(**arguments, training={"max_steps": 1, "batch_size": 4})
+    write_canonical_file(path, n_trajectories=8)
+    with caplog.at_level(logging.WARNING, logger="surrogates.training.pipeline"):
+        train_surrogate(
+            **arguments, training={"max_steps": 2, "batch_size": 4}, resume=True
+        )
+    assert "with other data than it was trained on" in caplog.text
+    assert "n_trajectories 6 -> 8" in caplog.text
