@@ -88,6 +88,16 @@ def open_hdf5(path: Path | str, *, locking: bool | None = None) -> h5py.File:
         ) from None
 
 
+def damaged_file_error(filename: str, path: str, error: Exception) -> DataFileError:
+    """Return the error for a dataset that exists but cannot be opened or read."""
+    return DataFileError(
+        f"{filename}: dataset {path!r} exists but HDF5 cannot read it ({error}); "
+        "the file is probably truncated or damaged (for example copied while the "
+        "solver was still writing it). Check it with h5dump or h5check, or write "
+        "it again"
+    )
+
+
 def require_dataset(handle: h5py.File, path: str, where: str) -> h5py.Dataset:
     """Return the numeric dataset at ``path``, or raise naming file, path and fix."""
     if path not in handle:
@@ -96,7 +106,10 @@ def require_dataset(handle: h5py.File, path: str, where: str) -> h5py.Dataset:
             f"{handle.filename}: dataset {path!r} not found ({where}); top-level "
             f"groups and datasets are {top}. Fix 'path' in the layout config."
         )
-    dataset = handle[path]
+    try:
+        dataset = handle[path]
+    except (KeyError, OSError) as error:
+        raise damaged_file_error(handle.filename, path, error) from error
     if not isinstance(dataset, h5py.Dataset):
         raise DataFileError(
             f"{handle.filename}: {path!r} is a group, not a dataset ({where}); "

@@ -27,6 +27,7 @@ from surrogates.data.direct import DirectReader, direct_reader, open_fd
 from surrogates.data.files import (
     DataFileError,
     NonFiniteValueError,
+    damaged_file_error,
     expand_files,
     open_hdf5,
 )
@@ -468,7 +469,11 @@ class HDF5Source:
             if values is None:
                 handle = self._handle(file_index)
                 dataset = self._datasets.get(handle, file_index, spec, self.read_plan)
-                values = dataset[index]
+                try:
+                    values = dataset[index]
+                except OSError as error:
+                    path = self.files[file_index]
+                    raise damaged_file_error(str(path), spec.path, error) from error
             target[...] = self._to_model_layout(values, spec)
 
     def _index_template(self, field: str, spec: FieldSpec) -> tuple:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import struct
+
 import h5py
 import numpy as np
 import pytest
@@ -135,6 +137,32 @@ def test_truncated_file(canonical_file):
     canonical_file.write_bytes(data[: len(data) // 3])
     with pytest.raises(DataFileError, match="truncated"):
         source_of(canonical_layout(canonical_file))
+
+
+@pytest.mark.parametrize("chunks", [None, (1, 1, 16, 16)])
+def test_truncated_file_with_consistent_end_address(tmp_path, chunks):
+    # A cut file whose superblock was updated to the new end, as a copy of a file
+    # still being written can be: HDF5 opens it, and fails later on the data.
+    path = tmp_path / "cut.h5"
+    with h5py.File(path, "w") as handle:
+        handle.create_dataset("u", data=np.ones((6, 8, 16, 16), "f4"), chunks=chunks)
+    size = path.stat().st_size * 2 // 3
+    with open(path, "r+b") as raw:
+        raw.truncate(size)
+        raw.seek(40)  # end-of-file address in a version 0 superblock
+        raw.write(struct.pack("<Q", size))
+    layout = {
+        "name": "cut",
+        "files": [str(path)],
+        "space": ["y", "x"],
+        "fields": {"u": {"path": "u", "axes": ["trajectory", "time", "y", "x"]}},
+    }
+    with pytest.raises(DataFileError, match="truncated or damaged") as error:
+        source = source_of(layout)
+        for trajectory in range(source.n_trajectories):
+            source.read("u", trajectory, slice(None))
+    assert "cut.h5" in str(error.value)
+    assert "'u'" in str(error.value)
 
 
 def test_nan_names_file_dataset_and_index(tmp_path):
