@@ -55,8 +55,8 @@ class DirectReader:
     chunks
         Chunk shape, or None for a contiguous dataset.
     offsets
-        Byte offset in the file of each chunk, shaped like the chunk grid, -1 where
-        a chunk is not allocated; for a contiguous dataset an array of one offset.
+        Byte offset in the file of each chunk, shaped like the chunk grid, with -1
+        where a chunk is not allocated. A contiguous dataset has one offset.
     """
 
     def __init__(
@@ -146,10 +146,10 @@ class DirectReader:
         once for all rows with numpy, so a batch of samples costs little more
         Python than its ``preadv`` calls.
 
-        Returns False, having read nothing, when a selection crosses a chunk
-        border along a shifted axis at another place than the others do, a chunk
-        is not allocated or the runs are too small; the caller then reads each
-        row with :meth:`read` or h5py.
+        Returns False, having read nothing, in three cases: a selection crosses
+        a chunk border along a shifted axis at another place than the others do,
+        a chunk is not allocated, or the runs are too small. The caller then reads
+        each row with :meth:`read` or h5py.
         """
         n_selections = len(next(iter(starts.values()))) if starts else 1
         first_chunk = np.zeros(n_selections, dtype=np.int64)
