@@ -84,8 +84,8 @@ class DirectReader:
 
         ``index`` contains one int or one slice with a positive step per axis. The
         result has the dtype of the file, as h5py returns it, with int axes
-        dropped; it is written into ``out`` when given (a C-contiguous array of
-        that dtype and of as many elements). None means that a chunk of the
+        dropped. It is written into ``out`` when given, a C-contiguous array of
+        that dtype and of as many elements. None means that a chunk of the
         selection is not allocated (HDF5 would return the fill value) or that the
         selection splits into too many small runs for direct reads to pay off.
         """

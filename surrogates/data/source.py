@@ -360,7 +360,7 @@ class HDF5Source:
         """Read as :meth:`read` does, into ``out``, without the NaN/inf check.
 
         ``out`` is a float32 array of shape ``(n_times, n_components, *space)``,
-        for example one sample's slot in a batch; a C-contiguous one is filled
+        for example one sample's slot in a batch. A C-contiguous one is filled
         straight from the file when the dataset allows it.
         """
         requested = self._requested(times)

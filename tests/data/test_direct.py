@@ -251,13 +251,19 @@ def all_reads(layout: dict) -> list[np.ndarray]:
     return reads
 
 
-def test_layouts_read_same_without_direct_path(tmp_path, monkeypatch):
+def with_and_without_direct_path(tmp_path, monkeypatch, collect):
+    """Yield ``(layout name, collect(layout) with, collect(layout) without)``."""
     monkeypatch.setattr(direct, "MIN_RUN_BYTES", 0)
     for name, layout in layouts(tmp_path).items():
         monkeypatch.setattr(source, "direct_reader", direct_reader)
-        with_direct = all_reads(layout)
+        with_direct = collect(layout)
         monkeypatch.setattr(source, "direct_reader", lambda dataset, fd: None)
-        without = all_reads(layout)
+        yield name, with_direct, collect(layout)
+
+
+def test_layouts_read_same_without_direct_path(tmp_path, monkeypatch):
+    compared = with_and_without_direct_path(tmp_path, monkeypatch, all_reads)
+    for name, with_direct, without in compared:
         for a, b in zip(with_direct, without, strict=True):
             np.testing.assert_array_equal(a, b, strict=True, err_msg=name)
 
@@ -275,12 +281,8 @@ def all_batches(layout: dict) -> list[dict]:
 
 
 def test_layout_batches_same_without_direct_path(tmp_path, monkeypatch):
-    monkeypatch.setattr(direct, "MIN_RUN_BYTES", 0)
-    for name, layout in layouts(tmp_path).items():
-        monkeypatch.setattr(source, "direct_reader", direct_reader)
-        with_direct = all_batches(layout)
-        monkeypatch.setattr(source, "direct_reader", lambda dataset, fd: None)
-        without = all_batches(layout)
+    compared = with_and_without_direct_path(tmp_path, monkeypatch, all_batches)
+    for name, with_direct, without in compared:
         for a, b in zip(with_direct, without, strict=True):
             for key in a:
                 assert torch.equal(a[key], b[key]), (name, key)
