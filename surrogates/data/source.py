@@ -409,9 +409,7 @@ class HDF5Source:
 
     def _read_many(self, out, field, spec, file_index, members, windows) -> bool:
         # One read_many call for the samples of one file; False if not possible.
-        reader = self._direct.get((file_index, spec.path), False)
-        if reader is False or (reader and file_index not in self._fds):
-            reader = self._open_direct(file_index, spec)
+        reader = self._direct_reader(file_index, spec)
         if reader is None or not self._fits_in_place(field, spec, reader):
             return False
         first, local, start = members[0]
@@ -452,9 +450,7 @@ class HDF5Source:
                 local if axis is TRAJECTORY else local_times if axis is TIME else axis
                 for axis in self._index_template(field, spec)
             )
-            reader = self._direct.get((file_index, spec.path), False)
-            if reader is False or (reader and file_index not in self._fds):
-                reader = self._open_direct(file_index, spec)
+            reader = self._direct_reader(file_index, spec)
             n = len(range(local_times.start, local_times.stop, local_times.step))
             target = out[position : position + n]
             position += n
@@ -506,8 +502,16 @@ class HDF5Source:
             [kept.index(a) for a in (TIME, COMPONENT, *self.layout.space)]
         )
 
+    def _direct_reader(self, file_index: int, spec: FieldSpec) -> DirectReader | None:
+        # The direct reader of one dataset with an open descriptor, or None where
+        # h5py must read it.
+        reader = self._direct.get((file_index, spec.path), False)
+        if reader is False or (reader and file_index not in self._fds):
+            reader = self._open_direct(file_index, spec)
+        return reader
+
     def _open_direct(self, file_index: int, spec: FieldSpec) -> DirectReader | None:
-        # The direct reader of one dataset, or None where h5py must read it.
+        # Open the file's descriptor if needed, then build the reader if it is new.
         if file_index not in self._fds:
             self._open_fd(file_index)
         reader = self._direct.get((file_index, spec.path), False)
