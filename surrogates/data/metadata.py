@@ -282,7 +282,7 @@ def read_mask_dataset(
     ------
     DataFileError
         If the dataset is missing or not numeric, contains NaN or inf, or does not
-        match the spatial shape; the message names the file, path, shape and fix.
+        match the spatial shape. The message names the file, path, shape and fix.
     """
     where = f"mask, masked where {spec.masked_where}"
     dataset = handle.get(spec.path)

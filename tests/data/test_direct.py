@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -34,7 +35,7 @@ from surrogates.data import (
     make_loader,
     source,
 )
-from surrogates.data.direct import DirectReader, direct_reader
+from surrogates.data.direct import direct_reader
 from surrogates.training import prepare_data
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "data"
@@ -66,10 +67,22 @@ def random_index(rng, shape) -> tuple:
     return tuple(index)
 
 
-def reader_of(handle: h5py.File, name: str = "a") -> DirectReader | None:
-    fd = os.open(handle.filename, os.O_RDONLY)
-    handle.fd = fd  # the test closes it
-    return direct_reader(handle[name], fd)
+@contextlib.contextmanager
+def open_reader(path, name: str = "a"):
+    """Yield the open file and the direct reader of its dataset ``name``."""
+    with h5py.File(path, "r") as handle:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            yield handle, direct_reader(handle[name], fd)
+        finally:
+            os.close(fd)
+
+
+def write_first_chunk_only(path) -> None:
+    """Write a (4, 8) dataset of (1, 8) chunks whose first chunk alone exists."""
+    with h5py.File(path, "w") as handle:
+        dataset = handle.create_dataset("a", shape=(4, 8), dtype="f4", chunks=(1, 8))
+        dataset[0] = 1.0
 
 
 @pytest.mark.parametrize(
@@ -86,17 +99,13 @@ def test_direct_reads_equal_h5py(tmp_path, small_runs, shape, dtype, chunks):
     path = tmp_path / "a.h5"
     write_dataset(path, shape, dtype, chunks)
     rng = np.random.default_rng(0)
-    with h5py.File(path, "r") as handle:
-        reader = reader_of(handle)
-        try:
-            for _ in range(200):
-                index = random_index(rng, shape)
-                expected = handle["a"][index]
-                read = reader.read(index)
-                assert read.shape == np.shape(expected)
-                np.testing.assert_array_equal(read, expected)
-        finally:
-            os.close(handle.fd)
+    with open_reader(path) as (handle, reader):
+        for _ in range(200):
+            index = random_index(rng, shape)
+            expected = handle["a"][index]
+            read = reader.read(index)
+            assert read.shape == np.shape(expected)
+            np.testing.assert_array_equal(read, expected)
 
 
 @pytest.mark.parametrize(
@@ -107,8 +116,7 @@ def test_read_many_equals_single_reads(tmp_path, small_runs, shape, chunks):
     path = tmp_path / "a.h5"
     values = write_dataset(path, shape, "<f4", chunks)
     rng = np.random.default_rng(0)
-    with h5py.File(path, "r") as handle:
-        reader = reader_of(handle)
+    with open_reader(path) as (_, reader):
         done = 0
         for _ in range(40):
             n_times = int(rng.integers(1, 4))
@@ -130,55 +138,42 @@ def test_read_many_equals_single_reads(tmp_path, small_runs, shape, chunks):
             for out, tr, t in zip(outs, trajectories, times, strict=True):
                 expected = values[tr, t : t + (n_times - 1) * step + 1 : step]
                 np.testing.assert_array_equal(out, expected)
-        os.close(handle.fd)
     assert done >= 10
 
 
 def test_read_many_declines_unallocated_chunks(tmp_path, small_runs):
     path = tmp_path / "a.h5"
-    with h5py.File(path, "w") as handle:
-        dataset = handle.create_dataset("a", shape=(4, 8), dtype="f4", chunks=(1, 8))
-        dataset[0] = 1.0
-    with h5py.File(path, "r") as handle:
-        reader = reader_of(handle)
+    write_first_chunk_only(path)
+    with open_reader(path) as (_, reader):
         outs = np.zeros((2, 8), "f4")
         assert reader.read_many((0, slice(None)), {0: np.array([0, 0])}, outs)
         assert not reader.read_many((0, slice(None)), {0: np.array([0, 2])}, outs)
-        os.close(handle.fd)
 
 
 def test_direct_reads_skip_the_userblock(tmp_path, small_runs):
     path = tmp_path / "a.h5"
     values = write_dataset(path, (3, 4, 5), "<f4", (1, 4, 5), userblock_size=1024)
-    with h5py.File(path, "r") as handle:
-        reader = reader_of(handle)
+    with open_reader(path) as (_, reader):
         np.testing.assert_array_equal(
             reader.read((1, slice(None), slice(1, 4))), values[1, :, 1:4]
         )
-        os.close(handle.fd)
 
 
 def test_direct_read_into_given_array(tmp_path, small_runs):
     path = tmp_path / "a.h5"
     values = write_dataset(path, (3, 2, 4, 4), "<f4", (1, 1, 4, 4))
     out = np.zeros((2, 4, 4), dtype=np.float32)
-    with h5py.File(path, "r") as handle:
-        reader = reader_of(handle)
+    with open_reader(path) as (_, reader):
         reader.read((2, slice(None), slice(None), slice(None)), out)
-        os.close(handle.fd)
     np.testing.assert_array_equal(out, values[2])
 
 
 def test_unallocated_chunks_fall_back_to_fill_values(tmp_path, small_runs):
     path = tmp_path / "a.h5"
-    with h5py.File(path, "w") as handle:
-        dataset = handle.create_dataset("a", shape=(4, 8), dtype="f4", chunks=(1, 8))
-        dataset[0] = 1.0
-    with h5py.File(path, "r") as handle:
-        reader = reader_of(handle)
+    write_first_chunk_only(path)
+    with open_reader(path) as (_, reader):
         assert reader.read((0, slice(None))) is not None
         assert reader.read((slice(0, 2), slice(None))) is None
-        os.close(handle.fd)
 
 
 @pytest.mark.parametrize("kind", ["gzip", "unwritten", "compound"])
@@ -194,21 +189,18 @@ def test_datasets_that_need_hdf5_get_no_direct_reader(tmp_path, kind):
         else:
             handle.create_dataset("a", shape=(4,), dtype=[("u", "f4"), ("v", "f4")])
             handle["a"][...] = np.ones(4, dtype=handle["a"].dtype)
-    with h5py.File(path, "r") as handle:
-        assert reader_of(handle) is None
-        os.close(handle.fd)
+    with open_reader(path) as (_, reader):
+        assert reader is None
 
 
 def test_truncated_file_raises_on_direct_read(tmp_path, small_runs):
     path = tmp_path / "a.h5"
     write_dataset(path, (64, 256), "<f4", None)
-    with h5py.File(path, "r") as handle:
-        reader = reader_of(handle)
+    with open_reader(path) as (_, reader):
         size = path.stat().st_size
         os.truncate(path, size - 4096)
         with pytest.raises(DataFileError, match="truncated"):
             reader.read((slice(None), slice(None)))
-        os.close(handle.fd)
 
 
 # whole layouts: the direct path returns what h5py returns
